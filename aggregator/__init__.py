@@ -1,0 +1,1 @@
+"""Aggregator: flow summaries -> scan, tool, spoofing and backscatter events."""

@@ -1,0 +1,1 @@
+"""Sensor: capture files and live interfaces -> per-packet arrays -> flow summaries."""
