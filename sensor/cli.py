@@ -1,9 +1,12 @@
-"""Subcommands of this component (filled in by the component's own issue)."""
+"""Sensor subcommands: ``packets`` (field dump) and ``sensor`` (flow summaries)."""
 
 from __future__ import annotations
 
 import argparse
 
+from sensor import packets_cmd, sensor_cmd
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this component's subcommands to ``darknet-iodef``."""
+    packets_cmd.register(subparsers)
+    sensor_cmd.register(subparsers)
