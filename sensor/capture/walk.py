@@ -1,0 +1,173 @@
+"""Walk a chain of length-prefixed records (pcap records, pcapng blocks) in many lanes at once.
+
+Theory of operation: finding where each record starts is the one inherently
+sequential step of reading a capture (record k+1 starts where record k's
+length says). A Python loop over records costs about a microsecond each, so
+instead the buffer is cut into segments and a *lane* starts in each segment
+at the first position that looks like a record header (the format supplies
+the plausibility test). All lanes then step together in numpy: each step is
+one gather of the length field for every lane. Finally the lanes are checked
+in file order: lane i+1 is right exactly when the true chain, followed to the
+end of lane i, lands on lane i+1's start. A lane that began on a false header
+(a header-like pattern inside a payload) is walked again from the true
+position, so the result is exact whatever the payloads hold; only the cost
+of such a redo is sequential.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["ChainFormat", "WalkResult", "walk_chain"]
+
+I64 = npt.NDArray[np.int64]
+
+#: bytes between lane seeds; each lane walks about this many bytes
+SEGMENT = 8192
+#: how far into each segment a lane looks for a plausible header
+SEED_WINDOW = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ChainFormat:
+    """How to step from one record to the next.
+
+    The record at ``p`` holds a uint32 ``n`` at ``p + len_off`` (read through
+    ``len32``, a byte-strided view in the file's byte order); the next record
+    starts at ``p + base + n``. A record needs ``need`` bytes before its
+    length can be trusted; ``n`` must lie in ``[min_len, max_len]`` and, when
+    ``align4``, be a multiple of 4.
+    """
+
+    len32: npt.NDArray[np.uint32]
+    len_off: int
+    base: int
+    need: int
+    min_len: int
+    max_len: int
+    align4: bool
+    #: plausible(first, stride, lanes, width) -> bool (lanes, width): header-like positions
+    plausible: Callable[[int, int, int, int], npt.NDArray[np.bool_]]
+
+
+@dataclass(frozen=True, slots=True)
+class WalkResult:
+    """Record starts in ``[start, stop)``; ``stop`` is where the chain ended.
+
+    ``bad`` is True when the record at ``stop`` had its header in the buffer
+    but an impossible length (as opposed to simply running out of data).
+    ``redone`` counts lanes that started on a false header.
+    """
+
+    starts: I64
+    stop: int
+    bad: bool
+    redone: int
+
+
+def _step(fmt: ChainFormat, p: I64, end: int) -> tuple[I64, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Next positions, ok (a whole valid record at p), badlen (header there, impossible length)."""
+    n = fmt.len32[p + fmt.len_off].astype(np.int64)
+    nxt = p + fmt.base + n
+    hdr = p + fmt.need <= end
+    good = (n >= fmt.min_len) & (n <= fmt.max_len)
+    if fmt.align4:
+        good &= (n & 3) == 0
+    badlen = hdr & ~good
+    ok = hdr & good & (nxt <= end)
+    return nxt, ok, badlen
+
+
+def _walk_one(fmt: ChainFormat, p: int, bound: int, end: int) -> tuple[list[int], int, bool, bool]:
+    """Sequential walk of one lane: (starts, end position, reached bound, bad length)."""
+    out: list[int] = []
+    len32 = fmt.len32
+    while True:
+        if p + fmt.need > end:
+            return out, p, False, False
+        n = int(len32[p + fmt.len_off])
+        if n < fmt.min_len or n > fmt.max_len or (fmt.align4 and n & 3):
+            return out, p, False, True
+        nxt = p + fmt.base + n
+        if nxt > end:
+            return out, p, False, False
+        out.append(p)
+        p = nxt
+        if p >= bound:
+            return out, p, True, False
+
+
+def walk_chain(fmt: ChainFormat, start: int, end: int) -> WalkResult:
+    """All record starts from ``start`` (a true record start) while whole records fit before ``end``."""
+    span = end - start
+    lanes = max(1, span // SEGMENT)
+    if lanes > 1:
+        width = min(SEED_WINDOW, SEGMENT)
+        first = start + SEGMENT
+        m = fmt.plausible(first, SEGMENT, lanes - 1, width)
+        has = m.any(axis=1)
+        col = m.argmax(axis=1)
+        seeds = first + np.arange(lanes - 1, dtype=np.int64) * SEGMENT + col
+        c = np.concatenate(([start], seeds[has])).astype(np.int64)
+        c = c[c < end]
+    else:
+        c = np.array([start], dtype=np.int64)
+    L = c.size
+    bound = np.append(c[1:], end).astype(np.int64)
+    e = c.copy()  # where each lane ended
+    reached = np.zeros(L, dtype=bool)
+    bad = np.zeros(L, dtype=bool)
+    rows: list[I64] = []
+    act = np.arange(L, dtype=np.int64)
+    p = c.copy()
+    while act.size:
+        nxt, ok, badlen = _step(fmt, p, end)
+        row = np.full(L, -1, dtype=np.int64)
+        row[act[ok]] = p[ok]
+        rows.append(row)
+        stopped = ~ok
+        if stopped.any():
+            sl = act[stopped]
+            e[sl] = p[stopped]
+            bad[sl] = badlen[stopped]
+        go = ok & (nxt < bound[act])
+        done = ok & ~go
+        if done.any():
+            dl = act[done]
+            e[dl] = nxt[done]
+            reached[dl] = True
+        act = act[go]
+        p = nxt[go]
+    grid = np.stack(rows, axis=1) if rows else np.full((L, 0), -1, dtype=np.int64)
+
+    match = reached[:-1] & (e[:-1] == c[1:])
+    mism = np.flatnonzero(~match)
+    valid = np.ones(L, dtype=bool)
+    redo: list[list[int]] = []
+    i = 0
+    cur_end, cur_reached, cur_bad = int(e[0]), bool(reached[0]), bool(bad[0])
+    while True:
+        if i == L - 1:
+            break
+        if not cur_reached:
+            valid[i + 1:] = False
+            break
+        if cur_end == c[i + 1]:
+            k = int(np.searchsorted(mism, i + 1))
+            j = int(mism[k]) if k < mism.size else L - 1
+            i = j
+            cur_end, cur_reached, cur_bad = int(e[j]), bool(reached[j]), bool(bad[j])
+            continue
+        valid[i + 1] = False
+        got, cur_end, cur_reached, cur_bad = _walk_one(fmt, cur_end, int(bound[i + 1]), end)
+        redo.append(got)
+        i += 1
+    flat = grid[valid].ravel()
+    starts = flat[flat >= 0]
+    if redo:
+        starts = np.sort(np.concatenate([starts, *(np.asarray(r, dtype=np.int64) for r in redo)]))
+    return WalkResult(starts=starts, stop=cur_end, bad=cur_bad, redone=len(redo))
