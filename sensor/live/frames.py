@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from darknet_iodef.errors import CaptureError
+from sensor.decode import DECODE_PAD
 from sensor.live.kernel import BLOCK_DESC, TP_STATUS_VLAN_VALID, TPACKET3_HDR_LEN
 
 __all__ = ["FrameBatch", "empty_batch", "walk_blocks"]
@@ -121,9 +122,14 @@ def walk_blocks(
     tci = np.where(vlan_ok, r32[w + 8], 0).astype(np.uint16)
     tpid = np.where(vlan_ok, r16[(h >> 1) + 18], 0).astype(np.uint16)
     tpid[vlan_ok & (tpid == 0)] = 0x8100  # old kernels set no TPID: 802.1Q
+    # hand over only the span of these blocks (plus the decoder's read-ahead
+    # where the ring has it), so a decoder that must pad copies one batch at
+    # most, never the whole ring
+    lo = min(block_starts)
+    hi = min(ring.shape[0], max(block_starts) + block_size + DECODE_PAD)
     return FrameBatch(
-        ring,
-        offsets,
+        ring[lo:hi],
+        offsets - lo,
         snap.astype(np.uint32),
         wire.astype(np.uint32),
         sec * 1_000_000_000 + nsec,

@@ -1,0 +1,198 @@
+"""Live capture end to end, in network namespaces made by the test (root; CI is root).
+
+A capture made here (``live_traffic.py``) is replayed with tcpreplay into a
+veth pair between two fresh namespaces; the agent captures on the other end.
+The flow summaries must equal what the file path (``iter_packet_batches`` +
+``FlowBuilder``) computes from the same file -- except timestamps: the agent
+stamps packets with the kernel's receive time (event time of the live
+sensor), not the file's. So we compare every flow field but ``first_ns``,
+``last_ns`` and ``slot_counts`` (which follow from the timestamps), summed
+over intervals, and the samples without ``ts_ns``; with a day-long interval
+both sides put everything in one interval, so the per-source samples (the
+first probes in time order) are the same probes: tcpreplay sends in file
+order and the kernel stamps in arrival order. The evidence archive written
+during the capture is then read back by the file path and must give the
+live flows exactly, timestamps included.
+
+Network: nothing leaves the two namespaces; they have no addresses or routes.
+"""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from darknet_iodef.addresses import DarkPrefixes
+from darknet_iodef.flowtuple import FlowBatch
+from darknet_iodef.settings import load
+from sensor.capture import iter_packet_batches
+from sensor.flows import FlowBuilder
+from sensor.live.agent import LiveSummary, run_live
+from sensor.live.settings import LiveSettings
+from sensor.settings import SensorSettings
+from tests.sensor.live_netns import VethPair, enter_netns, veth_pair
+from tests.sensor.live_traffic import DARKNET, write_capture
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
+
+_TIME_FIELDS = ("first_ns", "last_ns", "slot_counts", "packet_count")
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int]]:
+    path = tmp_path_factory.mktemp("live") / "darknet.pcap"
+    return path, write_capture(path)
+
+
+@pytest.fixture()
+def veth() -> Iterator[VethPair]:
+    with veth_pair() as pair:
+        yield pair
+
+
+def _settings() -> SensorSettings:
+    return load(SensorSettings, "sensor", {"darknet": DARKNET, "interval": 86400}, environ={})
+
+
+def _from_file(path: Path) -> list[FlowBatch]:
+    fb = FlowBuilder(DarkPrefixes.parse(DARKNET), _settings(), "test")
+    out: list[FlowBatch] = []
+    for packets in iter_packet_batches(path, 1000):
+        out += fb.push(packets)
+    return out + fb.flush()
+
+
+def _flow_totals(batches: list[FlowBatch], with_time: bool = False) -> dict[tuple[Any, ...], int]:
+    names = [n for n in batches[0].flows.dtype.names or () if with_time or n not in _TIME_FIELDS]
+    if with_time:
+        names.remove("packet_count")
+    totals: dict[tuple[Any, ...], int] = collections.Counter()
+    for b in batches:
+        for row in b.flows:
+            totals[tuple(np.asarray(row[n]).tobytes() for n in names)] += int(row["packet_count"])
+    return dict(totals)
+
+
+def _samples(batches: list[FlowBatch]) -> list[bytes]:
+    rows = []
+    for b in batches:
+        s = b.samples.copy()
+        s["ts_ns"] = 0
+        rows += [r.tobytes() for r in s]
+    return sorted(rows)
+
+
+def _stats(batches: list[FlowBatch]) -> dict[str, int]:
+    total: dict[str, int] = collections.Counter()
+    for b in batches:
+        total.update(b.stats)
+    return dict(total)
+
+
+def _capture(
+    veth: VethPair, live: LiveSettings, send: list[list[str]]
+) -> tuple[LiveSummary, list[FlowBatch]]:
+    """Run the agent in the capture namespace while ``send`` commands run in the other."""
+    batches: list[FlowBatch] = []
+    stop, ready = threading.Event(), threading.Event()
+    result: dict[str, Any] = {}
+
+    def agent() -> None:
+        try:
+            with enter_netns(veth.cap_ns):
+                result["summary"] = run_live(veth.cap_if, DarkPrefixes.parse(DARKNET), _settings(), live,
+                                             batches.append, sensor_name="test", stop=stop, ready=ready,
+                                             handle_signals=False)
+        except BaseException as exc:
+            result["error"] = exc
+            ready.set()
+
+    t = threading.Thread(target=agent)
+    t.start()
+    try:
+        assert ready.wait(20)
+        for argv in send:
+            subprocess.run(veth.send_cmd(*argv), check=True, capture_output=True, timeout=60)
+    finally:
+        stop.set()  # the agent takes what the kernel retires within one block timeout, then flushes
+        t.join(30)
+    if "error" in result:
+        raise result["error"]
+    return result["summary"], batches
+
+
+def _replay(path: Path, veth: VethPair) -> list[str]:
+    return ["tcpreplay", "-q", "--topspeed", "-i", veth.send_if, str(path)]
+
+
+def _live(**kw: Any) -> LiveSettings:
+    base = {"block_size": 1 << 16, "block_count": 32, "block_timeout_ms": 50}
+    return load(LiveSettings, "live", {**base, **kw}, environ={})
+
+
+def test_ring_flows_equal_file_flows_and_archive_replays_them(
+    capture: tuple[Path, dict[str, int]], veth: VethPair, tmp_path: Path
+) -> None:
+    path, kinds = capture
+    sent = sum(kinds.values())
+    summary, live = _capture(veth, _live(archive_dir=str(tmp_path / "arch"), archive_rotate_bytes=100_000),
+                             [_replay(path, veth)])
+    assert summary.method == "ring" and summary.linktype == 1
+    assert summary.frames == sent
+    assert (summary.kernel_packets, summary.kernel_drops) == (sent, 0)
+    from_file = _from_file(path)
+    assert len(live) == len(from_file) == 1
+    assert _flow_totals(live) == _flow_totals(from_file)
+    assert _samples(live) == _samples(from_file)
+    assert _stats(live) == _stats(from_file)
+    assert _stats(live)["packets"] == sent and _stats(live)["not_ip_packets"] == kinds["arp"]
+    # 802.1Q tags the kernel stripped are back in the flows (vlan 42..44)
+    assert sorted({int(v) for v in live[0].flows["vlan"]}) == [0, 42, 43, 44]
+    # the archive: several rotated, complete pcaps that give the same flows, timestamps included
+    files = sorted((tmp_path / "arch").iterdir())
+    assert len(files) == summary.archive_files >= 2 and all(f.suffix == ".pcap" for f in files)
+    replayed = []
+    fb = FlowBuilder(DarkPrefixes.parse(DARKNET), _settings(), "test")
+    for f in files:
+        for packets in iter_packet_batches(f):
+            replayed += fb.push(packets)
+    replayed += fb.flush()
+    assert _flow_totals(replayed, with_time=True) == _flow_totals(live, with_time=True)
+
+
+def test_bpf_filter_and_snaplen_run_in_the_kernel(
+    capture: tuple[Path, dict[str, int]], veth: VethPair, tmp_path: Path
+) -> None:
+    path, kinds = capture
+    live_settings = _live(bpf="udp and not ip6", snaplen=64, archive_dir=str(tmp_path))
+    summary, live = _capture(veth, live_settings, [_replay(path, veth)])
+    # libpcap's "udp" is IP protocol 17: the probes and both fragments of each pair
+    udp = kinds["udp"] + kinds["frag"]
+    assert summary.frames == summary.kernel_packets == udp
+    assert _stats(live)["packets"] == udp
+    assert {int(p) for p in live[0].flows["protocol"]} == {17}
+    # the filter's return value is the snap length: frames cut to 64 bytes, wire length kept
+    (archived,) = tmp_path.iterdir()
+    packets = np.concatenate(list(iter_packet_batches(archived)))
+    assert packets.shape[0] == udp
+    assert int(packets["cap_len"].max()) == 64
+    assert int(packets["wire_len"].max()) == 14 + 20 + 8 + 59
+
+
+def test_libpcap_fallback_captures_the_same_flows(
+    capture: tuple[Path, dict[str, int]], veth: VethPair
+) -> None:
+    path, kinds = capture
+    summary, live = _capture(veth, _live(method="libpcap"), [_replay(path, veth)])
+    assert summary.method == "libpcap"
+    assert summary.frames == sum(kinds.values())
+    from_file = _from_file(path)
+    assert _flow_totals(live) == _flow_totals(from_file)
+    assert _samples(live) == _samples(from_file)
