@@ -35,6 +35,7 @@ from darknet_iodef.errors import CaptureError, ConfigError
 from darknet_iodef.flowtuple import FlowBatch, flow_rows_as_dicts, sample_rows_as_dicts, write_batch
 from darknet_iodef.settings import load
 from sensor.flows import FlowBuilder
+from sensor.live import command as live_command
 from sensor.settings import SECTION, SensorSettings
 
 __all__ = ["DISTINCT_SOURCES_LIMIT", "jsonl_lines", "register", "run_sensor"]
@@ -69,8 +70,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--pcap", nargs="+", required=True, metavar="CAPTURE",
-                   help="pcap or pcapng files (optionally gzip/bzip2/xz-compressed), read in this order")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pcap", nargs="+", metavar="CAPTURE",
+                     help="pcap or pcapng files (optionally gzip/bzip2/xz-compressed), read in this order")
+    src.add_argument("--interface", metavar="IFACE",
+                     help="capture live on IFACE until SIGTERM/SIGINT (docs/live-capture.md)")
     p.add_argument("--darknet", metavar="CIDR[,CIDR...]",
                    help="the dark prefixes, IPv4 and IPv6, e.g. 198.18.0.0/15,2001:db8::/32")
     p.add_argument("--out", required=True, metavar="FLOWS", help="binary flow file to write")
@@ -81,6 +85,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--reorder-slack", metavar="SECONDS",
                    help="how long an interval stays open for reordered packets (default 0)")
     p.add_argument("--name", metavar="SENSOR", help="the sensor's name in its records (default: host name)")
+    live_command.add_arguments(p)
     p.set_defaults(func=_main)
 
 
@@ -94,6 +99,8 @@ def _main(args: argparse.Namespace) -> int:
     }
     table = getattr(args, "config_table", None) or {}
     settings = load(SensorSettings, SECTION, table.get(SECTION), os.environ, overrides)
+    if args.interface:
+        return live_command.run_interface(args, settings)
     summary = run_sensor(args.pcap, settings, Path(args.out), args.jsonl)
     print(summary, file=sys.stderr)
     return 0
