@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from darknet_iodef.errors import ConfigError
-from darknet_iodef.flowtuple import SLOTS
 from darknet_iodef.settings import setting
 
 __all__ = ["MAX_SAMPLES_PER_SOURCE", "SECTION", "SensorSettings"]
@@ -47,9 +46,6 @@ class SensorSettings:
     def __post_init__(self) -> None:
         if not 1 <= self.interval <= 86400:
             raise ConfigError(f"[{SECTION}] interval", f"{self.interval} is not between 1 and 86400 seconds")
-        if (self.interval * 1_000_000_000) % SLOTS:
-            # never true for whole seconds, kept so a future sub-second interval stays exact
-            raise ConfigError(f"[{SECTION}] interval", f"must split into {SLOTS} equal slots")
         if not 0 <= self.samples_per_source <= MAX_SAMPLES_PER_SOURCE:
             raise ConfigError(
                 f"[{SECTION}] samples_per_source",
