@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -66,8 +68,8 @@ def test_same_key_is_one_flow_with_count_first_last() -> None:
 
 
 def test_every_key_field_splits_flows() -> None:
-    base = {"ts_ns": T0}
-    variants = [
+    base: dict[str, Any] = {"ts_ns": T0}
+    variants: list[dict[str, Any]] = [
         {},
         {"src": "192.0.2.2"},
         {"dst": "198.18.0.2"},
