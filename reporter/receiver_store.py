@@ -1,0 +1,163 @@
+"""Where the receiver keeps accepted reports: document files plus a SQLite index.
+
+Theory of operation: the signed RID message is evidence, so it is kept
+byte for byte as received (``rid/``), and the IODEF 2.0 document that was
+inside the signature is kept beside it (``iodef/``) for tools that read
+IODEF only. Files are named by the SHA-256 of the received body and written
+atomically (temporary file, fsync, rename) before the index row is committed,
+so the index never points at a missing or partial file. A resend of a report
+already stored from the same sender (same IncidentID and IncidentID@name) is
+recognised and not stored twice: RID sending is idempotent (RFC 6546 section
+3), and the receiver still answers 200 so the sender stops resending.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from lxml import etree
+
+from reporter.iodef import IODEF_NS
+from reporter.rid import RID_NS
+from reporter.tlsconfig import PeerIdentity
+
+__all__ = ["ReceivedReport", "ReceiverStore", "StoredReport", "describe_report"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS received (
+    id                 INTEGER PRIMARY KEY,
+    incident_id        TEXT NOT NULL,
+    incident_name      TEXT NOT NULL,
+    sender_subject     TEXT NOT NULL,
+    sender_fingerprint TEXT NOT NULL,
+    received           REAL NOT NULL,
+    msg_type           TEXT NOT NULL,
+    purpose            TEXT NOT NULL,
+    kind               TEXT NOT NULL,
+    body_bytes         INTEGER NOT NULL,
+    iodef_bytes        INTEGER NOT NULL,
+    sha256             TEXT NOT NULL,
+    rid_path           TEXT NOT NULL,
+    iodef_path         TEXT NOT NULL,
+    UNIQUE (sender_subject, incident_name, incident_id)
+);
+CREATE INDEX IF NOT EXISTS received_time ON received (received);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedReport:
+    """What the index says about one report, taken from the signed content only."""
+
+    incident_id: str
+    incident_name: str
+    msg_type: str
+    purpose: str
+    kind: str  # SystemImpact types, comma-separated (e.g. takeover-system, availability-service)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReport:
+    id: int
+    incident_id: str
+    incident_name: str
+    sender_subject: str
+    sender_fingerprint: str
+    received: float
+    msg_type: str
+    purpose: str
+    kind: str
+    body_bytes: int
+    iodef_bytes: int
+    sha256: str
+    rid_path: str
+    iodef_path: str
+
+
+def describe_report(rid_root: etree._Element, iodef_root: etree._Element) -> ReceivedReport:
+    """Index fields of a verified report (pure)."""
+    policy = rid_root.find(f"{{{RID_NS}}}RIDPolicy")
+    msg_type = policy.get("MsgType", "") if policy is not None else ""
+    incident = iodef_root.find(f"{{{IODEF_NS}}}Incident")
+    iid = incident.find(f"{{{IODEF_NS}}}IncidentID") if incident is not None else None
+    kinds: list[str] = []
+    for si in iodef_root.iter(f"{{{IODEF_NS}}}SystemImpact"):
+        t = si.get("type", "")
+        if t and t not in kinds:
+            kinds.append(t)
+    return ReceivedReport(
+        incident_id=(iid.text or "").strip() if iid is not None else "",
+        incident_name=iid.get("name", "") if iid is not None else "",
+        msg_type=msg_type or "",
+        purpose=incident.get("purpose", "") if incident is not None else "",
+        kind=",".join(kinds),
+    )
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class ReceiverStore:
+    """Accepted reports under ``root``: ``index.sqlite``, ``rid/<sha256>.xml``, ``iodef/<sha256>.xml``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.root / "index.sqlite", timeout=30.0, isolation_level=None,
+                                   check_same_thread=False)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add(self, body: bytes, iodef: bytes, report: ReceivedReport, sender: PeerIdentity,
+            now: float) -> tuple[bool, int]:
+        """Store one verified report; (True, row id) if new, (False, id of the earlier copy) if a resend."""
+        digest = hashlib.sha256(body).hexdigest()
+        rid_rel = f"rid/{digest[:2]}/{digest}.xml"
+        iodef_rel = f"iodef/{digest[:2]}/{digest}.xml"
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id FROM received WHERE sender_subject = ? AND incident_name = ? AND incident_id = ?",
+                (sender.subject, report.incident_name, report.incident_id)).fetchone()
+            if row is not None:
+                return False, int(row[0])
+            _write_atomic(self.root / rid_rel, body)
+            _write_atomic(self.root / iodef_rel, iodef)
+            cur = self._db.execute(
+                "INSERT INTO received (incident_id, incident_name, sender_subject, sender_fingerprint, "
+                "received, msg_type, purpose, kind, body_bytes, iodef_bytes, sha256, rid_path, iodef_path) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (report.incident_id, report.incident_name, sender.subject, sender.fingerprint, now,
+                 report.msg_type, report.purpose, report.kind, len(body), len(iodef), digest, rid_rel,
+                 iodef_rel))
+            return True, int(cur.lastrowid or 0)
+
+    def reports(self, limit: int = 1000) -> list[StoredReport]:
+        """The index, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, incident_id, incident_name, sender_subject, sender_fingerprint, received, "
+                "msg_type, purpose, kind, body_bytes, iodef_bytes, sha256, rid_path, iodef_path "
+                "FROM received ORDER BY id LIMIT ?", (limit,)).fetchall()
+        return [StoredReport(*r) for r in rows]
+
+    def count(self) -> int:
+        with self._lock:
+            (n,) = self._db.execute("SELECT COUNT(*) FROM received").fetchone()
+        return int(n)
