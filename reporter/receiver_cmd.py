@@ -69,10 +69,11 @@ def _settings(args: argparse.Namespace) -> ReceiverSettings:
     table = load_toml(args.config).get("receiver", {}) if args.config else {}
     names = ("listen", "cert", "key", "client_ca", "allow", "signer_ca", "signer_certs", "store", "schemas",
              "max_body_bytes", "request_timeout_s", "max_connections")
-    overrides = {n: getattr(args, n, None) for n in names}
+    overrides: dict[str, object] = {n: getattr(args, n, None) for n in names}
     for n in ("allow", "signer_certs"):
-        if overrides[n] is not None:
-            overrides[n] = tuple(overrides[n])
+        value = getattr(args, n, None)
+        if value is not None:
+            overrides[n] = tuple(value)
     return load(ReceiverSettings, "receiver", table, overrides=overrides)
 
 
