@@ -1,0 +1,71 @@
+"""The one detector lifecycle, and the per-batch view detectors share.
+
+Theory of operation (STYLE.md habit 6, after corsaro3's plugins): every
+detector is configured from :class:`~aggregator.settings.AggregatorSettings`
+and the derived :class:`~aggregator.thresholds.Thresholds` (validation
+happens there, at start-up), then
+
+1. ``process(view)`` for each flow batch -- several batches of the same
+   interval (from several sensors) are simply processed in turn: the state
+   is cumulative, so this *is* the merge of partial results;
+2. ``end_interval(now_ns, ctx)`` once event time has passed an interval:
+   expire idle state, and emit new or updated events (returned as dicts);
+3. ``state()`` / ``restore(arrays, meta)`` for checkpoints.
+
+Detectors are pure: arrays in, event dicts out; no files, clocks or sockets.
+:class:`BatchView` holds what several detectors need from one batch,
+computed once by the engine; the scan detector refines ``reasons`` (TTL
+inconsistency needs per-source history) before the spoofing detector reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from aggregator.known_scanners import KnownScanners
+from darknet_iodef.flowtuple import FlowBatch
+
+__all__ = ["BatchView", "Context", "Detector"]
+
+
+@dataclass(slots=True)
+class BatchView:
+    batch: FlowBatch
+    src_key: npt.NDArray[np.uint64]
+    src_is4: npt.NDArray[np.bool_]
+    dst32: npt.NDArray[np.uint64]
+    #: flow tuples that are backscatter (victim side), and of those the ICMP errors
+    backscatter: npt.NDArray[np.bool_]
+    icmp_error: npt.NDArray[np.bool_]
+    #: spoofing reason bits per flow (spoof_rules); 0 = not judged spoofed
+    reasons: npt.NDArray[np.uint16]
+    #: packets of each flow (uint64 for sums)
+    packets: npt.NDArray[np.uint64]
+
+    @property
+    def flows(self) -> npt.NDArray[np.void]:
+        return self.batch.flows
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What emission needs besides detector state."""
+
+    feed_name: str
+    known: KnownScanners
+
+
+class Detector(Protocol):
+    name: str
+
+    def process(self, view: BatchView) -> None: ...
+
+    def end_interval(self, now_ns: int, ctx: Context) -> list[dict[str, Any]]: ...
+
+    def state(self) -> tuple[dict[str, npt.NDArray], dict[str, Any]]: ...
+
+    def restore(self, arrays: dict[str, npt.NDArray], meta: dict[str, Any]) -> None: ...

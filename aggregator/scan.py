@@ -1,0 +1,530 @@
+"""Scan detector: per-source scans, their kind and tool, and who is spoofed.
+
+Theory of operation (DOMAIN.md sections 4 and 5; thresholds in
+:mod:`aggregator.thresholds`, tool table in :mod:`aggregator.fingerprints`,
+spoofing reasons in :mod:`aggregator.spoof_rules`).
+
+State is one columnar row per source (:class:`~aggregator.table.Table`,
+~110 bytes) so ten million sources fit in about 1.3 GB with the index:
+
+- packets, bytes, first/last seen, hop-count range, spoofing reason bits,
+  per-tool match counts of sampled probes, and the event bookkeeping
+  (revision, time and packet count at the last emission);
+- distinct dark destinations, *exact*: the first destination is kept in the
+  row, further ones go into one global hash set of (source serial << 32 |
+  destination) -- a source with one destination (most of background
+  radiation) costs no set entry. Past ``scan_exact_cap`` destinations no more
+  are stored and the count is reported as a lower bound;
+- ports: the first (protocol, port) in the row; once a source uses a second
+  one, a port table row per (source, protocol, port) holds packets and its
+  own distinct destinations (a set of (port row << 32 | destination)). The
+  main port's row is seeded with the source's totals at that moment, so a
+  destination hit on it before and after is counted twice there (the
+  per-source count stays exact). At most ``scan_port_cap`` ports are tracked.
+
+Judgement per source: spoofed if it has a source-level reason (bogon and
+dark sources never reach this detector: the engine routes them to the
+spoofing summary), hop counts spanning more than ``spoof_hop_spread`` without
+a tool fingerprint to explain them, or at least ``spoof_packet_fraction`` of
+its packets tagged by corsaro3's per-packet rules. A spoofed source is never
+reported as a scanner. Tagged flows never count towards a scan.
+
+A source is a scanner when it reached ``scan_min_destinations`` distinct dark
+destinations at an estimated Internet-wide rate of at least
+``scan_min_rate_pps`` (packets / duration * 2^32 / n), or ``scan_min_ports``
+distinct ports. Kind (bro-simple-scan): at most ``scan_vertical_max_hosts``
+hosts and many ports = vertical; one port = horizontal; at most
+``scan_strobe_max_ports`` ports = strobe; else random. The event is per
+source (one report per scanner, as receivers ask) with the per
+(protocol, port) figures in ``extra.ports``.
+
+The event is emitted when the source first qualifies, updated (same id,
+next revision) when it grew and ``revision_interval_s`` of event time passed
+since the last revision, and once more when it ends (idle timeout). Past
+``max_sources`` the least useful rows go first (never-reported, fewest
+packets, longest idle), counted in ``evicted_total``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from aggregator import spoof_rules as sr
+from aggregator.detector import BatchView, Context
+from aggregator.eventfmt import base_event, proto_name
+from aggregator.fingerprints import TOOLS, UNICORNSCAN, is_syn, tool_matches, unicorn_value
+from aggregator.grouping import group
+from aggregator.keyindex import KeyIndex
+from aggregator.keys import addr_halves, addr_key
+from aggregator.table import Column, Table
+from aggregator.thresholds import Thresholds
+
+__all__ = ["ScanDetector"]
+
+I64_MAX = np.iinfo(np.int64).max
+I64_MIN = np.iinfo(np.int64).min
+_U32 = np.uint64(32)
+_NT = len(TOOLS)
+_UNI = TOOLS.index(UNICORNSCAN)
+
+SOURCE_COLUMNS = {
+    "sid": Column("<u4"),
+    "first_ns": Column("<i8", I64_MAX),
+    "last_ns": Column("<i8", I64_MIN),
+    "packets": Column("<u4"),
+    "bytes": Column("<u8"),
+    "spoof_packets": Column("<u4"),
+    "distinct": Column("<u4"),
+    "dst0": Column("<u4"),
+    "ports": Column("<u4"),
+    "main_port": Column("<u4"),  # protocol << 16 | port (ICMP: type)
+    "hop_min": Column("u1", 255),
+    "hop_max": Column("u1", 0),
+    "reasons": Column("<u2"),
+    "tool_n": Column("<u2"),
+    **{f"tool_m{j}": Column("<u2") for j in range(_NT)},
+    "uni_ref": Column("<u4"),
+    "uni_set": Column("u1"),
+    "revision": Column("<u4"),
+    "emit_ns": Column("<i8", I64_MIN),
+    "emit_packets": Column("<u4"),
+}
+PORT_COLUMNS = {"pid": Column("<u4"), "packets": Column("<u4"), "distinct": Column("<u4")}
+V6_COLUMNS = {"hi": Column("<u8"), "lo": Column("<u8")}
+
+
+def _sat16(a: npt.NDArray) -> npt.NDArray[np.uint16]:
+    return np.minimum(a, 0xFFFF).astype(np.uint16)
+
+
+class ScanDetector:
+    name = "scan"
+
+    def __init__(self, th: Thresholds) -> None:
+        self.th = th
+        self.src = Table(SOURCE_COLUMNS)
+        self.v6 = Table(V6_COLUMNS)
+        self.ports = Table(PORT_COLUMNS)
+        self.dst_pairs = KeyIndex(with_rows=False)
+        self.port_pairs = KeyIndex(with_rows=False)
+        self.next_sid = 1
+        self.next_pid = 1
+        self.evicted_total = 0
+        self.expired_total = 0
+
+    # -- tools ---------------------------------------------------------------
+    def tool_of(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Index into TOOLS of the tool every sampled probe matches, or -1."""
+        c = self.src.cols
+        n = c["tool_n"][rows].astype(np.int64)
+        m = np.stack([c[f"tool_m{j}"][rows] for j in range(_NT)], axis=1).astype(np.int64)
+        ok = (n >= self.th.tool_min_samples)[:, None] & (m == n[:, None])
+        return np.where(ok.any(axis=1), ok.argmax(axis=1), -1)
+
+    def _absorb_samples(self, samples: npt.NDArray[np.void]) -> None:
+        if samples.shape[0] == 0:
+            return
+        skey, _ = addr_key(samples["src_ip"])
+        srow = self.src.lookup(skey)
+        ok = srow >= 0
+        if not ok.any():
+            return
+        s = samples[ok]
+        g = group(srow[ok].astype(np.uint64))
+        rows = g.keys.astype(np.int64)
+        c = self.src.cols
+        match = tool_matches(s)
+        # Unicornscan: the probes must share one constant; the reference is the
+        # source's first candidate probe ever seen (kept in uni_ref)
+        val = unicorn_value(s)
+        cand = is_syn(s)
+        has_ref = c["uni_set"][rows].astype(bool)
+        first_val = g.first(np.where(cand, val, 0).astype(np.uint32))
+        first_cand = g.first(cand)
+        ref = np.where(has_ref, c["uni_ref"][rows], first_val)
+        match[:, _UNI] = cand & (val == ref[g.inv])
+        newref = ~has_ref & first_cand
+        c["uni_ref"][rows[newref]] = first_val[newref]
+        c["uni_set"][rows[newref]] = 1
+        c["tool_n"][rows] = _sat16(c["tool_n"][rows].astype(np.int64) + np.diff(np.r_[g.starts, len(s)]))
+        for j in range(_NT):
+            col = c[f"tool_m{j}"]
+            col[rows] = _sat16(col[rows].astype(np.int64) + g.sum(match[:, j].astype(np.int64)))
+
+    # -- per batch -------------------------------------------------------------
+    def process(self, view: BatchView) -> None:
+        cand = ~view.backscatter & ((view.reasons & (sr.BOGON | sr.DARK)) == 0)
+        idx = np.flatnonzero(cand)
+        if idx.size == 0:
+            return
+        f = view.flows[idx]
+        g = group(view.src_key[idx])
+        rows, new = self.src.upsert(g.keys)
+        c = self.src.cols
+        n_new = int(new.sum())
+        if n_new:
+            c["sid"][rows[new]] = (np.arange(self.next_sid, self.next_sid + n_new) & 0xFFFF_FFFF).astype(
+                np.uint32
+            )
+            self.next_sid += n_new
+            v6new = new & (g.keys >= np.uint64(1 << 63))
+            if v6new.any():
+                first_pos = g.order[g.starts[v6new]]
+                hi, lo = addr_halves(f["src_ip"][first_pos])
+                vr, _ = self.v6.upsert(g.keys[v6new])
+                self.v6.cols["hi"][vr] = hi
+                self.v6.cols["lo"][vr] = lo
+        self._absorb_samples(view.batch.samples)
+        tool = self.tool_of(rows)
+        reasons = sr.flow_reasons(
+            f, view.src_key[idx], view.src_is4[idx], f["src_ip"] == f["dst_ip"], (tool >= 0)[g.inv]
+        )
+        pk = view.packets[idx]
+        flagged = reasons != 0
+        good = ~flagged
+        hops = sr.hop_count(f["ttl"])
+        c["hop_min"][rows] = np.minimum(c["hop_min"][rows], g.min(hops).astype(np.uint8))
+        c["hop_max"][rows] = np.maximum(c["hop_max"][rows], g.max(hops).astype(np.uint8))
+        c["first_ns"][rows] = np.minimum(c["first_ns"][rows], g.min(f["first_ns"]))
+        c["last_ns"][rows] = np.maximum(c["last_ns"][rows], g.max(f["last_ns"]))
+        gpk = g.sum(np.where(good, pk, 0))
+        spk = g.sum(np.where(flagged, pk, 0))
+        old_packets = c["packets"][rows].copy()
+        old_distinct = c["distinct"][rows].copy()
+        c["packets"][rows] = np.minimum(old_packets + gpk, 0xFFFF_FFFF).astype(np.uint32)
+        c["spoof_packets"][rows] = np.minimum(c["spoof_packets"][rows] + spk, 0xFFFF_FFFF).astype(np.uint32)
+        c["bytes"][rows] += g.sum(np.where(good, pk * f["ip_len"].astype(np.uint64), 0))
+        c["reasons"][rows] |= np.bitwise_or.reduceat(reasons[g.order], g.starts).astype(np.uint16)
+
+        gi = g.inv[good]
+        if gi.size:
+            self._count_destinations(rows, gi, view.dst32[idx][good])
+            self._count_ports(rows, gi, f[good], view.dst32[idx][good], pk[good], old_packets, old_distinct)
+
+        # TTL inconsistency needs history, so it is judged here, after the update
+        total = c["packets"][rows].astype(np.int64) + c["spoof_packets"][rows]
+        spread = c["hop_max"][rows].astype(np.int16) - c["hop_min"][rows].astype(np.int16)
+        ttl_bad = (spread > self.th.spoof_hop_spread) & (total >= self.th.spoof_hop_min_packets) & (tool < 0)
+        c["reasons"][rows[ttl_bad]] |= np.uint16(sr.TTL_INCONSISTENT)
+        reasons |= np.where(ttl_bad[g.inv], sr.TTL_INCONSISTENT, 0).astype(np.uint16)
+        view.reasons[idx] |= reasons
+
+    def _count_destinations(
+        self, rows: npt.NDArray[np.int64], gi: npt.NDArray[np.int64], dst: npt.NDArray[np.uint64]
+    ) -> None:
+        c = self.src.cols
+        pg = group((gi.astype(np.uint64) << _U32) | dst)
+        pgid = (pg.keys >> _U32).astype(np.int64)
+        pdst = pg.keys & np.uint64(0xFFFF_FFFF)
+        prow = rows[pgid]
+        lead = np.r_[True, pgid[1:] != pgid[:-1]]
+        empty = c["distinct"][prow] == 0
+        set0 = lead & empty
+        c["dst0"][prow[set0]] = pdst[set0].astype(np.uint32)
+        c["distinct"][prow[set0]] = 1
+        other = pdst != c["dst0"][prow]
+        other &= c["distinct"][prow] < self.th.scan_exact_cap
+        if other.any():
+            keys = (c["sid"][prow[other]].astype(np.uint64) << _U32) | pdst[other]
+            fresh = self.dst_pairs.add(keys)
+            add = np.bincount(pgid[other][fresh], minlength=rows.shape[0])
+            c["distinct"][rows] = np.minimum(c["distinct"][rows].astype(np.int64) + add, 0xFFFF_FFFF).astype(
+                np.uint32
+            )
+
+    def _count_ports(
+        self,
+        rows: npt.NDArray[np.int64],
+        gi: npt.NDArray[np.int64],
+        f: npt.NDArray[np.void],
+        dst: npt.NDArray[np.uint64],
+        pk: npt.NDArray[np.uint64],
+        old_packets: npt.NDArray[np.uint32],
+        old_distinct: npt.NDArray[np.uint32],
+    ) -> None:
+        c = self.src.cols
+        proto = f["protocol"].astype(np.uint64)
+        icmp = (proto == 1) | (proto == 58)
+        port = np.where(icmp, f["src_port"], f["dst_port"]).astype(np.uint64)
+        pkey = (proto << np.uint64(16)) | port
+        tg = group((gi.astype(np.uint64) << _U32) | pkey)  # (batch source, port)
+        tgid = (tg.keys >> _U32).astype(np.int64)
+        tport = tg.keys & np.uint64(0xFFFF_FFFF)
+        trow = rows[tgid]
+        lead = np.r_[True, tgid[1:] != tgid[:-1]]
+        none_yet = c["ports"][trow] == 0
+        set0 = lead & none_yet
+        c["main_port"][trow[set0]] = tport[set0].astype(np.uint32)
+        c["ports"][trow[set0]] = 1
+        main = c["main_port"][trow].astype(np.uint64)
+        # sources that use (or already used) more than one port get port-table rows
+        multi_src = np.zeros(rows.shape[0], dtype=bool)
+        multi_src[tgid[tport != main]] = True
+        multi_src |= c["ports"][rows] > 1
+        if not multi_src.any():
+            return
+        promote = multi_src & (c["ports"][rows] == 1)
+        sel = multi_src[tgid] & (c["ports"][trow] < self.th.scan_port_cap)
+        sel |= multi_src[tgid] & (tport == main)  # the main port is always tracked
+        keys = (c["sid"][trow[sel]].astype(np.uint64) << np.uint64(24)) | tport[sel]
+        prow, pnew = self.ports.upsert(keys)
+        pc = self.ports.cols
+        n_new = int(pnew.sum())
+        if n_new:
+            pc["pid"][prow[pnew]] = (np.arange(self.next_pid, self.next_pid + n_new) & 0xFFFF_FFFF).astype(
+                np.uint32
+            )
+            self.next_pid += n_new
+        # seed the main port's new row with what the source did before it went multi-port
+        sgid = tgid[sel]
+        seed = pnew & (tport[sel] == main[sel]) & promote[sgid]
+        pc["packets"][prow[seed]] = old_packets[sgid[seed]]
+        pc["distinct"][prow[seed]] = old_distinct[sgid[seed]]
+        pc["packets"][prow] += tg.sum(pk)[sel].astype(np.uint32)
+        new_ports = np.bincount(sgid[pnew & (tport[sel] != main[sel])], minlength=rows.shape[0])
+        c["ports"][rows] = (c["ports"][rows].astype(np.int64) + new_ports).astype(np.uint32)
+        # per-port distinct destinations
+        port_row_of_pair = np.full(tg.keys.shape[0], -1, dtype=np.int64)
+        port_row_of_pair[np.flatnonzero(sel)] = prow
+        flow_prow = port_row_of_pair[tg.inv]
+        tracked = flow_prow >= 0
+        if tracked.any():
+            pid = pc["pid"][flow_prow[tracked]].astype(np.uint64)
+            dg = group((pid << _U32) | dst[tracked])
+            fresh = self.port_pairs.add(dg.keys)
+            owner = flow_prow[tracked][dg.order[dg.starts]]
+            add = np.bincount(owner[fresh], minlength=self.ports.size)
+            hit = np.flatnonzero(add)
+            pc["distinct"][hit] += add[hit].astype(np.uint32)
+
+    # -- judgement and emission -------------------------------------------------
+    def judged_spoofed(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        c = self.src.cols
+        pk = c["packets"][rows].astype(np.float64)
+        spk = c["spoof_packets"][rows].astype(np.float64)
+        src_level = (c["reasons"][rows] & (sr.BOGON | sr.DARK | sr.TTL_INCONSISTENT)) != 0
+        majority = (spk > 0) & (spk >= self.th.spoof_packet_fraction * (pk + spk))
+        return np.asarray(src_level | majority)
+
+    def qualifies(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        c = self.src.cols
+        th = self.th
+        pk = c["packets"][rows].astype(np.float64)
+        dur = np.maximum((c["last_ns"][rows] - c["first_ns"][rows]).astype(np.float64) / 1e9, 1.0)
+        rate = pk / dur * th.extrapolation
+        horiz = (c["distinct"][rows] >= th.scan_min_destinations) & (rate >= th.scan_min_rate_pps)
+        vert = c["ports"][rows] >= th.scan_min_ports
+        return np.asarray((pk > 0) & (horiz | vert) & ~self.judged_spoofed(rows))
+
+    def kind_of(self, distinct: int, ports: int) -> str:
+        th = self.th
+        if ports >= th.scan_min_ports and distinct <= th.scan_vertical_max_hosts:
+            return "vertical"
+        if ports <= 1:
+            return "horizontal"
+        if ports <= th.scan_strobe_max_ports:
+            return "strobe"
+        return "random"
+
+    def end_interval(self, now_ns: int, ctx: Context, force: bool = False) -> list[dict[str, Any]]:
+        size = self.src.size
+        if size == 0:
+            return []
+        c = self.src.cols
+        rows = np.arange(size, dtype=np.int64)
+        ok = self.qualifies(rows)
+        changed = c["packets"][:size] != c["emit_packets"][:size]
+        rev = c["revision"][:size]
+        due = (
+            ok
+            & changed
+            & ((rev == 0) | (now_ns - c["emit_ns"][:size] >= self.th.revision_interval_ns) | force)
+        )
+        expired = c["last_ns"][:size] < now_ns - self.th.scan_idle_ns
+        final = expired & ok & changed
+        emit = np.flatnonzero(due | final)
+        events = self._events(emit, now_ns, expired, ctx) if emit.size else []
+        c["revision"][emit] += 1
+        c["emit_ns"][emit] = now_ns
+        c["emit_packets"][emit] = c["packets"][emit]
+        keep = ~expired
+        self.expired_total += int(expired.sum())
+        over = int(keep.sum()) - self.th.max_sources
+        if over > 0:
+            keep = self._evict(keep, over + self.th.max_sources // 10)
+        if not keep.all():
+            self._compact(keep)
+        return events
+
+    def _evict(self, keep: npt.NDArray[np.bool_], count: int) -> npt.NDArray[np.bool_]:
+        c = self.src.cols
+        size = self.src.size
+        cand = np.flatnonzero(keep & (c["revision"][:size] == 0))
+        count = min(count, cand.size)
+        if count <= 0:
+            return keep
+        order = np.lexsort(
+            (c["last_ns"][cand], c["packets"][cand].astype(np.int64) + c["spoof_packets"][cand])
+        )
+        victims = cand[order[:count]]
+        keep = keep.copy()
+        keep[victims] = False
+        self.evicted_total += count
+        return keep
+
+    def _compact(self, keep: npt.NDArray[np.bool_]) -> None:
+        size = self.src.size
+        gone_keys = self.src.cols["key"][:size][~keep]
+        self.src.compact(keep)
+        v6gone = gone_keys[gone_keys >= np.uint64(1 << 63)]
+        if v6gone.size and self.v6.size:
+            self.v6.compact(~np.isin(self.v6.cols["key"][: self.v6.size], v6gone))
+        live = np.sort(self.src.cols["sid"][: self.src.size].astype(np.uint64))
+        if len(self.dst_pairs):
+            k = self.dst_pairs.keys()
+            self.dst_pairs.rebuild(k[_member(k >> _U32, live)])
+        if self.ports.size:
+            pk = self.ports.cols["key"][: self.ports.size]
+            self.ports.compact(_member(pk >> np.uint64(24), live))
+            live_p = np.sort(self.ports.cols["pid"][: self.ports.size].astype(np.uint64))
+            k = self.port_pairs.keys()
+            self.port_pairs.rebuild(k[_member(k >> _U32, live_p)])
+
+    def _address(self, key: int) -> str:
+        if key < (1 << 32):
+            return f"{key >> 24}.{(key >> 16) & 255}.{(key >> 8) & 255}.{key & 255}"
+        import ipaddress
+
+        r = int(self.v6.lookup(np.array([key], dtype=np.uint64))[0])
+        hi, lo = int(self.v6.cols["hi"][r]), int(self.v6.cols["lo"][r])
+        return str(ipaddress.IPv6Address((hi << 64) | lo))
+
+    def _port_breakdown(self, rows: npt.NDArray[np.int64]) -> dict[int, list[tuple[int, int, int]]]:
+        """Per multi-port source row: [(port key, packets, distinct)] by packets."""
+        c = self.src.cols
+        multi = rows[c["ports"][rows] > 1]
+        out: dict[int, list[tuple[int, int, int]]] = {}
+        if multi.size == 0 or self.ports.size == 0:
+            return out
+        pc = self.ports.cols
+        psid = pc["key"][: self.ports.size] >> np.uint64(24)
+        sids = c["sid"][multi].astype(np.uint64)
+        hit = np.flatnonzero(np.isin(psid, sids))
+        row_of_sid = dict(zip(sids.tolist(), multi.tolist(), strict=True))
+        for i in hit.tolist():
+            r = row_of_sid[int(psid[i])]
+            out.setdefault(r, []).append(
+                (int(pc["key"][i]) & 0xFFFFFF, int(pc["packets"][i]), int(pc["distinct"][i]))
+            )
+        for lst in out.values():
+            lst.sort(key=lambda t: (-t[1], t[0]))
+        return out
+
+    def _events(
+        self, emit: npt.NDArray[np.int64], now_ns: int, expired: npt.NDArray[np.bool_], ctx: Context
+    ) -> list[dict[str, Any]]:
+        c = self.src.cols
+        th = self.th
+        tools = self.tool_of(emit)
+        breakdown = self._port_breakdown(emit)
+        addrs = [self._address(int(k)) for k in c["key"][emit].tolist()]
+        known = ctx.known.names(_addr_array(addrs))
+        events = []
+        for i, r in enumerate(emit.tolist()):
+            first, last = int(c["first_ns"][r]), int(c["last_ns"][r])
+            packets, distinct, ports = int(c["packets"][r]), int(c["distinct"][r]), int(c["ports"][r])
+            top = breakdown.get(r) or [(int(c["main_port"][r]), packets, distinct)]
+            main = top[0][0]
+            kind = self.kind_of(distinct, ports)
+            t = int(tools[i])
+            tool = TOOLS[t].name if t >= 0 else None
+            dur = max((last - first) / 1e9, 1.0)
+            ev = base_event(
+                "scan",
+                tool or "scan",
+                addrs[i],
+                first,
+                last,
+                now_ns,
+                int(c["revision"][r]) + 1,
+                ctx.feed_name,
+            )
+            n_samples = int(c["tool_n"][r])
+            evidence = {
+                fp.name: f"{int(c[f'tool_m{j}'][r])}/{n_samples} sampled probes: {fp.rule}"
+                for j, fp in enumerate(TOOLS)
+                if int(c[f"tool_m{j}"][r]) > 0
+            }
+            confidence = 0.6 + (0.3 if tool else 0.0)
+            if distinct >= 2 * th.scan_min_destinations or ports >= 2 * th.scan_min_ports:
+                confidence += 0.1
+            ev.update(
+                {
+                    "source.ip": addrs[i],
+                    "destination.port": main & 0xFFFF,
+                    "protocol.transport": proto_name(main >> 16),
+                    "extra.kind": kind,
+                    "extra.packets": packets,
+                    "extra.bytes": int(c["bytes"][r]),
+                    "extra.destinations_distinct": distinct,
+                    "extra.destinations_capped": distinct >= th.scan_exact_cap,
+                    "extra.ports_distinct": ports,
+                    "extra.ports_capped": ports >= th.scan_port_cap,
+                    "extra.ports": [
+                        {"protocol": proto_name(k >> 16), "port": k & 0xFFFF, "packets": p, "destinations": d}
+                        for k, p, d in top[:10]
+                    ],
+                    "extra.coverage": round(distinct / th.n, 6) if th.n else None,
+                    "extra.rate_pps_estimated": round(packets / dur * th.extrapolation, 1),
+                    "extra.tool": tool,
+                    "extra.tool_evidence": evidence,
+                    "extra.tool_samples": n_samples,
+                    "extra.confidence": round(min(confidence, 1.0), 2),
+                    "extra.known_scanner": known[i],
+                    "extra.state": "ended" if bool(expired[r]) else "ongoing",
+                }
+            )
+            events.append(ev)
+        return events
+
+    # -- checkpoint ----------------------------------------------------------------
+    def state(self) -> tuple[dict[str, npt.NDArray], dict[str, Any]]:
+        arrays = {**self.src.state("scan.src"), **self.v6.state("scan.v6"), **self.ports.state("scan.ports")}
+        arrays["scan.dst_pairs"] = self.dst_pairs.keys()
+        arrays["scan.port_pairs"] = self.port_pairs.keys()
+        meta = {
+            "next_sid": self.next_sid,
+            "next_pid": self.next_pid,
+            "evicted_total": self.evicted_total,
+            "expired_total": self.expired_total,
+        }
+        return arrays, meta
+
+    def restore(self, arrays: dict[str, npt.NDArray], meta: dict[str, Any]) -> None:
+        self.src.restore("scan.src", arrays)
+        self.v6.restore("scan.v6", arrays)
+        self.ports.restore("scan.ports", arrays)
+        self.dst_pairs.rebuild(arrays["scan.dst_pairs"])
+        self.port_pairs.rebuild(arrays["scan.port_pairs"])
+        self.next_sid = int(meta["next_sid"])
+        self.next_pid = int(meta["next_pid"])
+        self.evicted_total = int(meta["evicted_total"])
+        self.expired_total = int(meta["expired_total"])
+
+
+def _member(values: npt.NDArray[np.uint64], sorted_set: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+    if sorted_set.size == 0:
+        return np.zeros(values.shape[0], dtype=bool)
+    i = np.clip(np.searchsorted(sorted_set, values), 0, sorted_set.size - 1)
+    return np.asarray(sorted_set[i] == values)
+
+
+def _addr_array(addrs: list[str]) -> npt.NDArray[np.void]:
+    from darknet_iodef.addresses import parse_addr16
+
+    return (
+        np.frombuffer(b"".join(parse_addr16(a) for a in addrs), dtype="V16") if addrs else np.zeros(0, "V16")
+    )
