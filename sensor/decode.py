@@ -20,6 +20,8 @@ Wire constants live in :mod:`sensor.decode_tables`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -68,33 +70,63 @@ __all__ = ["DECODE_PAD", "decode_frames"]
 I64 = npt.NDArray[np.int64]
 Idx = npt.NDArray[np.intp]
 Mask = npt.NDArray[np.bool_]
+U8x2 = npt.NDArray[np.uint8]
 
 #: bytes a frame may be read past its end (fixed-size reads before a length check);
 #: callers that own the buffer keep this many readable bytes after the last frame
 DECODE_PAD = 256
+#: rows decoded together: large enough to amortise numpy's per-call cost, small
+#: enough that the output rows and temporaries stay in the CPU cache
+BLOCK_ROWS = 8192
 
 
 class _Bytes:
-    """Big-endian fields at any byte offset of one buffer (gathers, no copies)."""
+    """Reads from one buffer: fields at any byte offset, and fixed-width windows.
 
-    __slots__ = ("a16", "b16", "b32", "l32", "u8")
+    A *window* is ``width`` bytes copied from each of many positions into one
+    ``(rows, width)`` block (one gather of a ``V<width>`` byte-strided view);
+    header fields are then columns of it, read without further indexing.
+    Single fields at scattered positions are gathered byte by byte, which
+    numpy does faster than unaligned multi-byte gathers.
+    """
+
+    __slots__ = ("_views", "b32", "u8")
 
     def __init__(self, buf: npt.NDArray[np.uint8]) -> None:
-        n = buf.size
         self.u8 = buf
-        self.b16 = np.ndarray((n - 1,), dtype=">u2", buffer=buf, offset=0, strides=(1,))
-        self.b32 = np.ndarray((n - 3,), dtype=">u4", buffer=buf, offset=0, strides=(1,))
-        self.l32 = np.ndarray((n - 3,), dtype="<u4", buffer=buf, offset=0, strides=(1,))
-        self.a16 = np.ndarray((n - 15,), dtype="V16", buffer=buf, offset=0, strides=(1,))
+        self.b32 = np.ndarray((buf.size - 3,), dtype=">u4", buffer=buf, offset=0, strides=(1,))
+        self._views: dict[int, npt.NDArray[np.void]] = {}
+
+    def win(self, pos: I64, width: int) -> U8x2:
+        v = self._views.get(width)
+        if v is None:
+            v = np.ndarray((self.u8.size - width + 1,), dtype=f"V{width}", buffer=self.u8,
+                           offset=0, strides=(1,))
+            self._views[width] = v
+        return v[pos].view(np.uint8).reshape(-1, width)
 
     def u8_(self, pos: I64) -> npt.NDArray[np.int64]:
         return self.u8[pos].astype(np.int64)
 
     def be16(self, pos: I64) -> npt.NDArray[np.int64]:
-        return self.b16[pos].astype(np.int64)
+        return (self.u8[pos].astype(np.int64) << 8) | self.u8[pos + 1]
 
     def be32(self, pos: I64) -> npt.NDArray[np.int64]:
         return self.b32[pos].astype(np.int64)
+
+
+def _c16(w: U8x2, k: int) -> npt.NDArray[np.int64]:
+    """Big-endian uint16 at column ``k`` of a window."""
+    return w[:, k:k + 2].view(">u2")[:, 0].astype(np.int64)
+
+
+def _c32(w: U8x2, k: int) -> npt.NDArray[np.uint32]:
+    return w[:, k:k + 4].view(">u4")[:, 0].astype(np.uint32)
+
+
+def _a16(w: U8x2, k: int) -> npt.NDArray[np.void]:
+    """16 bytes at column ``k`` (an IPv6 address) as ``V16``."""
+    return np.ascontiguousarray(w[:, k:k + 16]).view("V16")[:, 0]
 
 
 def _isin(values: npt.NDArray[np.int64], choices: tuple[int, ...]) -> Mask:
@@ -105,23 +137,33 @@ def _isin(values: npt.NDArray[np.int64], choices: tuple[int, ...]) -> Mask:
 
 
 class _Frames:
-    """Per-batch working state: the output, per-frame status and header positions."""
+    """Per-batch working state: the output, per-frame status and layers."""
 
     def __init__(self, out: npt.NDArray[np.void], B: _Bytes, off: I64, end: I64) -> None:
         self.out = out
         self.B = B
         self.off = off
         self.end = end
-        n = off.size
-        self.status = np.zeros(n, dtype=np.uint8)
-        self.layers = np.zeros(n, dtype=np.uint8)
+        self.n = off.size
+        self.status = np.zeros(self.n, dtype=np.uint8)
+        self.layers = np.zeros(self.n, dtype=np.uint8)
 
-    def fail(self, rows: Idx, mask: Mask, status: Status) -> Idx:
-        """Mark ``rows[mask]`` with ``status``; return the rows that go on."""
-        if mask.any():
-            self.status[rows[mask]] = status
-            return rows[~mask]
-        return rows
+    def put(self, name: str, rows: Idx, values: npt.ArrayLike) -> None:
+        """``out[name][rows] = values``; ``rows`` are sorted, so all rows means a plain copy."""
+        if rows.size == self.n:
+            self.out[name] = values
+        else:
+            self.out[name][rows] = values
+
+    def set_status(self, rows: Idx, status: Status | npt.NDArray[np.integer]) -> None:
+        if rows.size:
+            self.status[rows] = status
+
+    def add_layer(self, rows: Idx, bit: int) -> None:
+        if rows.size == self.n:
+            self.layers |= bit
+        elif rows.size:
+            self.layers[rows] |= bit
 
 
 # ----------------------------------------------------------------------------- link layer
@@ -136,7 +178,7 @@ def _vlan_walk(F: _Frames, rows: Idx, pos: I64, etype: npt.NDArray[np.int64]) ->
     while cur.size:
         fits = pos[cur] + 4 <= F.end[rows[cur]]
         if not fits.all():
-            F.status[rows[cur[~fits]]] = Status.TRUNCATED_LINK
+            F.set_status(rows[cur[~fits]], Status.TRUNCATED_LINK)
             etype[cur[~fits]] = -1
             cur = cur[fits]
         p = pos[cur]
@@ -148,8 +190,15 @@ def _vlan_walk(F: _Frames, rows: Idx, pos: I64, etype: npt.NDArray[np.int64]) ->
         cur = cur[_isin(etype[cur], VLAN_TPIDS)]
 
 
-def _mac48(B: _Bytes, pos: I64) -> npt.NDArray[np.uint64]:
-    return ((B.be16(pos) << 32) | B.be32(pos + 2)).astype(np.uint64)
+def _mac48(w: U8x2, k: int) -> npt.NDArray[np.uint64]:
+    return (_c16(w, k).astype(np.uint64) << np.uint64(32)) | _c32(w, k + 2).astype(np.uint64)
+
+
+def _keep(mask: Mask, *arrays: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], ...]:
+    """``a[mask]`` for each array, skipping the copies when every row is kept."""
+    if mask.all():
+        return arrays
+    return tuple(a[mask] for a in arrays)
 
 
 def _link(F: _Frames, rows: Idx, linktype: int) -> tuple[Idx, I64, npt.NDArray[np.int64]]:
@@ -161,79 +210,66 @@ def _link(F: _Frames, rows: Idx, linktype: int) -> tuple[Idx, I64, npt.NDArray[n
         hdr = {LINKTYPE_ETHERNET: ETH_HDR, LINKTYPE_LINUX_SLL: 16, LINKTYPE_LINUX_SLL2: 20}[linktype]
         short = off + hdr > end
         if short.any():
-            F.status[rows[short]] = Status.TRUNCATED_LINK
-            keep = ~short
-            rows, off, end = rows[keep], off[keep], end[keep]
+            F.set_status(rows[short], Status.TRUNCATED_LINK)
+            rows, off, end = rows[~short], off[~short], end[~short]
+        w = B.win(off, 20)
         if linktype == LINKTYPE_ETHERNET:
-            F.out["src_mac"][rows] = _mac48(B, off + 6)
-            etype = B.be16(off + 12)
+            F.put("src_mac", rows, _mac48(w, 6))
+            etype = _c16(w, 12)
         else:
             # cooked captures: the sender's link address, when it is a 6-byte Ethernet one
             if linktype == LINKTYPE_LINUX_SLL:
-                etype = B.be16(off + 14)
-                hatype, halen, addr = B.be16(off + 2), B.be16(off + 4), off + 6
+                etype, hatype, halen, addr = _c16(w, 14), _c16(w, 2), _c16(w, 4), 6
             else:
-                etype = B.be16(off)
-                hatype, halen, addr = B.be16(off + 8), B.u8_(off + 11), off + 12
+                etype, hatype, halen, addr = _c16(w, 0), _c16(w, 8), w[:, 11], 12
             eth = (hatype == 1) & (halen == 6)
             if eth.any():
-                F.out["src_mac"][rows[eth]] = _mac48(B, addr[eth])
+                F.out["src_mac"][rows[eth]] = _mac48(w[eth], addr)
         pos = off + hdr
         _vlan_walk(F, rows, pos, etype)
         version = np.where(etype == ETHERTYPE_IPV4, 4, np.where(etype == ETHERTYPE_IPV6, 6, 0))
-        other = (version == 0) & (etype >= 0)
-        if other.any():
-            F.status[rows[other]] = Status.NOT_IP
         ip = version > 0
-        return rows[ip], pos[ip], version[ip]
+        if not ip.all():
+            F.set_status(rows[~ip & (etype >= 0)], Status.NOT_IP)
+            return rows[ip], pos[ip], version[ip]
+        return rows, pos, version
     if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
         short = off + 4 > end
         if short.any():
-            F.status[rows[short]] = Status.TRUNCATED_LINK
-            keep = ~short
-            rows, off, end = rows[keep], off[keep], end[keep]
-        if linktype == LINKTYPE_LOOP:
-            fam = B.be32(off)
-        else:
+            F.set_status(rows[short], Status.TRUNCATED_LINK)
+            rows, off, end = rows[~short], off[~short], end[~short]
+        fam = B.be32(off)
+        if linktype == LINKTYPE_NULL:
             # written in the capturing host's byte order: a family never exceeds 16 bits
-            fam = B.l32[off].astype(np.int64)
             swapped = fam > 0xFFFF
-            fam[swapped] = B.be32(off[swapped])
+            fam[swapped] = fam[swapped].astype(np.uint32).byteswap()
         version = np.where(fam == AF_INET, 4, np.where(_isin(fam, AF_INET6_VALUES), 6, 0))
-        other = version == 0
-        if other.any():
-            F.status[rows[other]] = Status.NOT_IP
-        ip = ~other
+        ip = version > 0
+        F.set_status(rows[~ip], Status.NOT_IP)
         return rows[ip], (off + 4)[ip], version[ip]
-    if linktype in (LINKTYPE_RAW, LINKTYPE_RAW_OLD, LINKTYPE_IPV4, LINKTYPE_IPV6):
-        if linktype == LINKTYPE_IPV4:
-            version = np.full(rows.size, 4, dtype=np.int64)
-        elif linktype == LINKTYPE_IPV6:
-            version = np.full(rows.size, 6, dtype=np.int64)
-        else:
-            version = B.u8_(off) >> 4
-            bad = (version != 4) & (version != 6) & (off < end)
-            if bad.any():
-                F.status[rows[bad]] = Status.BAD_IP_HEADER
-                version[bad] = 0
-            version[off >= end] = 4  # nothing captured: the IP layer reports the truncation
-            ip = version > 0
-            return rows[ip], off[ip], version[ip]
+    if linktype in (LINKTYPE_RAW, LINKTYPE_RAW_OLD):
+        version = B.u8_(off) >> 4
+        version[off >= end] = 4  # nothing captured: the IP layer reports the truncation
+        bad = (version != 4) & (version != 6)
+        if bad.any():
+            F.set_status(rows[bad], Status.BAD_IP_HEADER)
+            return rows[~bad], off[~bad], version[~bad]
         return rows, off, version
-    F.status[rows] = Status.UNKNOWN_LINKTYPE
+    if linktype in (LINKTYPE_IPV4, LINKTYPE_IPV6):
+        return rows, off, np.full(rows.size, 4 if linktype == LINKTYPE_IPV4 else 6, dtype=np.int64)
+    F.set_status(rows, Status.UNKNOWN_LINKTYPE)
     empty = np.zeros(0, dtype=np.int64)
     return rows[:0], empty, empty
 
 
 # ----------------------------------------------------------------------------- IP layer
 
-def _ext_walk(F: _Frames, rows: Idx, q: I64, nh: I64, lim: I64,
-              frag: tuple[I64, I64, I64] | None) -> Idx:
-    """Walk IPv6 extension headers in place (q, nh); return the rows whose chain is cut or bad.
+def _ext_walk(F: _Frames, q: I64, nh: I64, lim: I64, frag: tuple[I64, I64, I64]) -> Idx:
+    """Walk IPv6 extension headers in place (``q``, ``nh``); return the indexes whose chain is cut.
 
-    ``frag`` (offset, more-fragments, identification) arrays receive the
-    fragment header's fields. A chain stops at a non-first fragment: what
-    follows is payload, not a header.
+    ``frag`` (offset, more-fragments, identification) receive the fragment
+    header's fields. A chain stops at a non-first fragment: what follows is
+    payload, not a header.
     """
     B = F.B
     cur = np.flatnonzero(_isin(nh, IPV6_EXT_HEADERS))
@@ -253,7 +289,7 @@ def _ext_walk(F: _Frames, rows: Idx, q: I64, nh: I64, lim: I64,
         q[cur] = p + size
         later = np.zeros(cur.size, dtype=bool)
         isfrag = h == IPPROTO_FRAGMENT
-        if frag is not None and isfrag.any():
+        if isfrag.any():
             fc = cur[isfrag]
             fo = B.be16(p[isfrag] + 2)
             frag[0][fc] = fo & 0xFFF8
@@ -267,236 +303,272 @@ def _ext_walk(F: _Frames, rows: Idx, q: I64, nh: I64, lim: I64,
 
 
 class _Transport:
-    """Rows that reached a transport header: position, end of the IP payload, protocol."""
+    """Rows that reached a transport header: its position, a 20-byte window of it,
+    the end of the IP payload, the protocol, and whether it is inside IPv6."""
 
-    __slots__ = ("lim", "proto", "rows", "t", "v6")
+    __slots__ = ("lim", "proto", "rows", "t", "tw", "v6")
 
-    def __init__(self, rows: Idx, t: I64, lim: I64, proto: I64, v6: Mask) -> None:
-        self.rows, self.t, self.lim, self.proto, self.v6 = rows, t, lim, proto, v6
+    def __init__(self, rows: Idx, t: I64, tw: U8x2, lim: I64, proto: I64, v6: bool) -> None:
+        self.rows, self.t, self.tw, self.lim, self.proto, self.v6 = rows, t, tw, lim, proto, v6
 
 
-def _ipv4(F: _Frames, rows: Idx, p: I64) -> _Transport:
-    B, out = F.B, F.out
+#: bytes of the IP window: an IPv6 header (or IPv4 without options) plus a TCP header
+IP_WINDOW = 60
+TW = 20
+
+
+def _transport_window(B: _Bytes, w: U8x2, rel: I64, t: I64, at: int) -> U8x2:
+    """The first TW transport bytes: from the IP window where the transport starts at
+    column ``at`` (the usual case), gathered anew for the other rows."""
+    here = rel == at
+    if here.all():
+        return w[:, at:at + TW]
+    tw = np.empty((t.size, TW), dtype=np.uint8)
+    tw[here] = w[here, at:at + TW]
+    tw[~here] = B.win(t[~here], TW)
+    return tw
+
+
+def _ipv4(F: _Frames, rows: Idx, p: I64) -> _Transport | None:
+    B = F.B
     end = F.end[rows]
     short = p + 20 > end
     if short.any():
-        F.status[rows[short]] = Status.TRUNCATED_IP
+        F.set_status(rows[short], Status.TRUNCATED_IP)
         rows, p, end = rows[~short], p[~short], end[~short]
-    b0 = B.u8_(p)
+    w = B.win(p, IP_WINDOW)
+    b0 = w[:, 0].astype(np.int64)
     ihl = (b0 & 15) * 4
     bad = ((b0 >> 4) != 4) | (ihl < 20)
     if bad.any():
-        F.status[rows[bad]] = Status.BAD_IP_HEADER
-        rows, p, end, ihl = rows[~bad], p[~bad], end[~bad], ihl[~bad]
-    tot = B.be16(p + 2)
-    ff = B.be16(p + 6)
-    proto = B.u8_(p + 9)
+        F.set_status(rows[bad], Status.BAD_IP_HEADER)
+        rows, p, end, ihl, w = rows[~bad], p[~bad], end[~bad], ihl[~bad], w[~bad]
+    if not rows.size:
+        return None
+    tot = _c16(w, 2)
+    ff = _c16(w, 6)
+    proto = w[:, 9].astype(np.int64)
     frag_off = (ff & 0x1FFF) * 8
-    out["ip_version"][rows] = 4
-    out["ip_len"][rows] = tot
-    out["ip_id"][rows] = B.be16(p + 4)
-    out["frag_flags"][rows] = ff >> 13
-    out["frag_offset"][rows] = frag_off
-    out["ttl"][rows] = B.u8_(p + 8)
-    out["protocol"][rows] = proto
-    out["src_ip4"][rows] = B.b32[p + 12]
-    out["dst_ip4"][rows] = B.b32[p + 16]
-    F.layers[rows] |= LAYER_IP
+    F.put("ip_version", rows, 4)
+    F.put("ip_len", rows, tot)
+    F.put("ip_id", rows, _c16(w, 4))
+    F.put("frag_flags", rows, ff >> 13)
+    F.put("frag_offset", rows, frag_off)
+    F.put("ttl", rows, w[:, 8])
+    F.put("protocol", rows, proto)
+    F.put("src_ip4", rows, _c32(w, 12))
+    F.put("dst_ip4", rows, _c32(w, 16))
+    F.add_layer(rows, LAYER_IP)
     t = p + ihl
     # total length 0 is what TCP segmentation offload leaves: trust the capture then
     lim = np.where(tot > 0, np.minimum(end, p + tot), end)
     opts_cut = t > end
     bogus_len = (tot > 0) & (tot < ihl)
-    stop = opts_cut | bogus_len
-    if stop.any():
-        F.status[rows[opts_cut]] = Status.TRUNCATED_IP
-        F.status[rows[bogus_len & ~opts_cut]] = Status.BAD_IP_HEADER
-    go = ~stop & (frag_off == 0)
-    return _Transport(rows[go], t[go], lim[go], proto[go], np.zeros(int(go.sum()), dtype=bool))
+    F.set_status(rows[opts_cut], Status.TRUNCATED_IP)
+    F.set_status(rows[bogus_len & ~opts_cut], Status.BAD_IP_HEADER)
+    go = ~opts_cut & ~bogus_len & (frag_off == 0)
+    rows, p, t, lim, proto, ihl, w = _keep(go, rows, p, t, lim, proto, ihl, w)
+    return _Transport(rows, t, _transport_window(B, w, ihl, t, 20), lim, proto, False)
 
 
-def _ipv6(F: _Frames, rows: Idx, p: I64) -> _Transport:
-    B, out = F.B, F.out
+def _ipv6(F: _Frames, rows: Idx, p: I64) -> _Transport | None:
+    B = F.B
     end = F.end[rows]
     short = p + 40 > end
     if short.any():
-        F.status[rows[short]] = Status.TRUNCATED_IP
+        F.set_status(rows[short], Status.TRUNCATED_IP)
         rows, p, end = rows[~short], p[~short], end[~short]
-    bad = (B.u8_(p) >> 4) != 6
+    w = B.win(p, IP_WINDOW)
+    bad = (w[:, 0] >> 4) != 6
     if bad.any():
-        F.status[rows[bad]] = Status.BAD_IP_HEADER
-        rows, p, end = rows[~bad], p[~bad], end[~bad]
-    plen = B.be16(p + 4)
-    nh = B.u8_(p + 6)
-    out["ip_version"][rows] = 6
-    out["ip_len"][rows] = plen + 40
-    out["ttl"][rows] = B.u8[p + 7]
-    out["src_ip6"][rows] = B.a16[p + 8]
-    out["dst_ip6"][rows] = B.a16[p + 24]
-    F.layers[rows] |= LAYER_IP
+        F.set_status(rows[bad], Status.BAD_IP_HEADER)
+        rows, p, end, w = rows[~bad], p[~bad], end[~bad], w[~bad]
+    if not rows.size:
+        return None
+    plen = _c16(w, 4)
+    nh = w[:, 6].astype(np.int64)
+    F.put("ip_version", rows, 6)
+    F.put("ip_len", rows, plen + 40)
+    F.put("ttl", rows, w[:, 7])
+    F.put("src_ip6", rows, _a16(w, 8))
+    F.put("dst_ip6", rows, _a16(w, 24))
+    F.add_layer(rows, LAYER_IP)
     lim = np.where(plen > 0, np.minimum(end, p + 40 + plen), end)  # 0: a jumbogram
     q = p + 40
-    frag = (np.zeros(rows.size, np.int64), np.zeros(rows.size, np.int64), np.zeros(rows.size, np.int64))
-    cut = _ext_walk(F, rows, q, nh, lim, frag)
-    out["protocol"][rows] = nh
-    out["frag_offset"][rows] = frag[0]
-    out["frag_flags"][rows] = frag[1]
-    out["ip_id"][rows] = frag[2]
-    go = np.ones(rows.size, dtype=bool)
+    n = rows.size
+    frag = (np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64))
+    cut = _ext_walk(F, q, nh, lim, frag)
+    F.put("protocol", rows, nh)
+    F.put("frag_offset", rows, frag[0])
+    F.put("frag_flags", rows, frag[1])
+    F.put("ip_id", rows, frag[2])
+    go = frag[0] == 0
     if cut.size:
         toolong = q[cut] + 8 <= lim[cut]  # still inside the payload: the chain was too long
-        F.status[rows[cut]] = np.where(toolong, Status.BAD_IP_HEADER, Status.TRUNCATED_EXT_HEADERS)
+        F.set_status(rows[cut], np.where(toolong, Status.BAD_IP_HEADER, Status.TRUNCATED_EXT_HEADERS))
         go[cut] = False
-    go &= frag[0] == 0
-    return _Transport(rows[go], q[go], lim[go], nh[go], np.ones(int(go.sum()), dtype=bool))
+    rows, p, q, lim, nh, w = _keep(go, rows, p, q, lim, nh, w)
+    return _Transport(rows, q, _transport_window(B, w, q - p, q, 40), lim, nh, True)
 
 
 # ----------------------------------------------------------------------------- transport
 
 def _tcp_options(F: _Frames, rows: Idx, o: I64, oend: I64) -> None:
+    """Option kinds (first 8) and MSS of TCP headers whose options span ``[o, oend)``.
+
+    Every step consumes exactly one option of every row still walking, so the
+    step number is the option's index; rows that finish are dropped from the
+    working set only when it has shrunk enough to pay for the copy.
+    """
     B = F.B
     n = rows.size
-    kinds = np.zeros(n, dtype=np.uint64)
-    count = np.zeros(n, dtype=np.int64)
+    kinds = np.zeros((n, 8), dtype=np.uint8)
     mss = np.zeros(n, dtype=np.int64)
-    cur = np.flatnonzero(o < oend)
-    while cur.size:
-        p = o[cur]
-        kind = B.u8_(p)
-        cur = cur[kind != TCPOPT_EOL]
-        p, kind = p[kind != TCPOPT_EOL], kind[kind != TCPOPT_EOL]
-        c = count[cur]
-        room = c < 8
-        kinds[cur[room]] |= kind[room].astype(np.uint64) << (c[room].astype(np.uint64) * np.uint64(8))
-        count[cur] = c + 1
+    idx = np.arange(n)
+    p, pend = o.copy(), oend
+    live = p < pend
+    for step in range(40):  # 40 option bytes at most
+        kind = B.u8[p]
+        live &= kind != TCPOPT_EOL
+        if step < 8:
+            kinds[idx, step] = np.where(live, kind, 0)
         nop = kind == TCPOPT_NOP
-        ln = np.where(nop, 1, B.u8_(p + 1))
+        ln = np.where(nop, 1, B.u8[p + 1]).astype(np.int64)
         # a length byte outside the options, below 2 or past their end: the walk stops
-        ok = nop | ((p + 2 <= oend[cur]) & (ln >= 2) & (p + ln <= oend[cur]))
+        ok = live & (nop | ((p + 2 <= pend) & (ln >= 2) & (p + ln <= pend)))
         is_mss = ok & (kind == TCPOPT_MSS) & (ln == 4)
         if is_mss.any():
-            mc = cur[is_mss]
-            first = mss[mc] == 0
-            mss[mc[first]] = B.be16(p[is_mss][first] + 2) | (1 << 16)  # bit 16: "seen"
-        o[cur] = p + ln
-        cur = cur[ok]
-        cur = cur[o[cur] < oend[cur]]
-    F.out["tcp_opt_kinds"][rows] = kinds
-    F.out["tcp_mss"][rows] = mss & 0xFFFF
+            at = idx[is_mss]
+            first = mss[at] == 0
+            mss[at[first]] = B.be16(p[is_mss][first] + 2) | (1 << 16)  # bit 16: "seen"
+        p = p + ln
+        live = ok & (p < pend)
+        alive = int(np.count_nonzero(live))
+        if not alive:
+            break
+        if alive * 2 < idx.size:
+            idx, p, pend, live = idx[live], p[live], pend[live], live[live]
+    F.put("tcp_opt_kinds", rows, kinds.view("<u8")[:, 0])
+    F.put("tcp_mss", rows, mss & 0xFFFF)
 
 
-def _tcp(F: _Frames, rows: Idx, t: I64, lim: I64) -> None:
-    B, out = F.B, F.out
+def _tcp(F: _Frames, rows: Idx, t: I64, tw: U8x2, lim: I64) -> None:
     have = lim - t
     ports = have >= 4
-    out["src_port"][rows[ports]] = B.b16[t[ports]]
-    out["dst_port"][rows[ports]] = B.b16[t[ports] + 2]
+    if ports.all():
+        F.put("src_port", rows, _c16(tw, 0))
+        F.put("dst_port", rows, _c16(tw, 2))
+    else:
+        F.put("src_port", rows[ports], _c16(tw[ports], 0))
+        F.put("dst_port", rows[ports], _c16(tw[ports], 2))
     short = have < 20
     if short.any():
-        F.status[rows[short]] = Status.TRUNCATED_TRANSPORT
-        rows, t, lim = rows[~short], t[~short], lim[~short]
-    hf = B.be16(t + 12)
+        F.set_status(rows[short], Status.TRUNCATED_TRANSPORT)
+        rows, t, tw, lim = rows[~short], t[~short], tw[~short], lim[~short]
+    hf = _c16(tw, 12)
     doff = (hf >> 12) * 4
-    out["tcp_seq"][rows] = B.b32[t + 4]
-    out["tcp_ack"][rows] = B.b32[t + 8]
-    out["tcp_flags"][rows] = hf & 0x0FFF
-    out["tcp_window"][rows] = B.b16[t + 14]
-    out["tcp_hdr_len"][rows] = doff
+    F.put("tcp_seq", rows, _c32(tw, 4))
+    F.put("tcp_ack", rows, _c32(tw, 8))
+    F.put("tcp_flags", rows, hf & 0x0FFF)
+    F.put("tcp_window", rows, _c16(tw, 14))
+    F.put("tcp_hdr_len", rows, doff)
     bad = doff < 20
     if bad.any():
-        F.status[rows[bad]] = Status.BAD_TRANSPORT_HEADER
+        F.set_status(rows[bad], Status.BAD_TRANSPORT_HEADER)
         rows, t, lim, doff = rows[~bad], t[~bad], lim[~bad], doff[~bad]
-    F.layers[rows] |= LAYER_TRANSPORT
+    F.add_layer(rows, LAYER_TRANSPORT)
     has_opts = doff > 20
     if has_opts.any():
         # options cut by the snap length are read as far as they go (not an error)
-        _tcp_options(F, rows[has_opts], t[has_opts] + 20, np.minimum(t + doff, lim)[has_opts])
+        r, tt, oe = rows[has_opts], t[has_opts], np.minimum(t + doff, lim)[has_opts]
+        _tcp_options(F, r, tt + 20, oe)
 
 
-def _udp(F: _Frames, rows: Idx, t: I64, lim: I64) -> None:
-    B, out = F.B, F.out
+def _udp(F: _Frames, rows: Idx, t: I64, tw: U8x2, lim: I64) -> None:
     have = lim - t
     ports = have >= 4
-    out["src_port"][rows[ports]] = B.b16[t[ports]]
-    out["dst_port"][rows[ports]] = B.b16[t[ports] + 2]
+    F.put("src_port", rows[ports], _c16(tw[ports], 0))
+    F.put("dst_port", rows[ports], _c16(tw[ports], 2))
     short = have < 8
-    F.status[rows[short]] = Status.TRUNCATED_TRANSPORT
-    F.layers[rows[~short]] |= LAYER_TRANSPORT
+    F.set_status(rows[short], Status.TRUNCATED_TRANSPORT)
+    F.add_layer(rows[~short], LAYER_TRANSPORT)
 
 
 def _quote4(F: _Frames, rows: Idx, q: I64, lim: I64) -> None:
-    """The IPv4 header (and ports) quoted by ICMP errors at ``q``."""
-    B, out = F.B, F.out
-    b0 = B.u8_(q)
+    """The IPv4 header (and ports) quoted by an ICMP error at ``q``."""
+    w = F.B.win(q, 24)
+    b0 = w[:, 0].astype(np.int64)
     ihl = (b0 & 15) * 4
     ok = (q + 20 <= lim) & ((b0 >> 4) == 4) & (ihl >= 20)
-    rows, q, lim, ihl = rows[ok], q[ok], lim[ok], ihl[ok]
-    proto = B.u8_(q + 9)
-    out["inner_ip_version"][rows] = 4
-    out["inner_protocol"][rows] = proto
-    out["inner_src_ip4"][rows] = B.b32[q + 12]
-    out["inner_dst_ip4"][rows] = B.b32[q + 16]
-    F.layers[rows] |= LAYER_INNER
-    first = (B.be16(q + 6) & 0x1FFF) == 0
+    rows, q, lim, ihl, w = rows[ok], q[ok], lim[ok], ihl[ok], w[ok]
+    proto = w[:, 9].astype(np.int64)
+    F.put("inner_ip_version", rows, 4)
+    F.put("inner_protocol", rows, proto)
+    F.put("inner_src_ip4", rows, _c32(w, 12))
+    F.put("inner_dst_ip4", rows, _c32(w, 16))
+    F.add_layer(rows, LAYER_INNER)
+    first = (_c16(w, 6) & 0x1FFF) == 0
     t = q + ihl
     pk = first & _isin(proto, QUOTE_PORT_PROTOCOLS) & (t + 4 <= lim)
     _quote_ports(F, rows[pk], t[pk])
 
 
 def _quote6(F: _Frames, rows: Idx, q: I64, lim: I64) -> None:
-    """The IPv6 header (and ports) quoted by ICMPv6 errors at ``q``."""
-    B, out = F.B, F.out
-    ok = (q + 40 <= lim) & ((B.u8_(q) >> 4) == 6)
-    rows, q, lim = rows[ok], q[ok], lim[ok]
-    out["inner_ip_version"][rows] = 6
-    out["inner_src_ip6"][rows] = B.a16[q + 8]
-    out["inner_dst_ip6"][rows] = B.a16[q + 24]
-    F.layers[rows] |= LAYER_INNER
-    nh = B.u8_(q + 6)
+    """The IPv6 header (and ports) quoted by an ICMPv6 error at ``q``."""
+    w = F.B.win(q, 40)
+    ok = (q + 40 <= lim) & ((w[:, 0] >> 4) == 6)
+    rows, q, lim, w = rows[ok], q[ok], lim[ok], w[ok]
+    F.put("inner_ip_version", rows, 6)
+    F.put("inner_src_ip6", rows, _a16(w, 8))
+    F.put("inner_dst_ip6", rows, _a16(w, 24))
+    F.add_layer(rows, LAYER_INNER)
+    nh = w[:, 6].astype(np.int64)
     t = q + 40
     n = rows.size
     frag = (np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64))
-    cut = _ext_walk(F, rows, t, nh, lim, frag)
-    out["inner_protocol"][rows] = nh
+    cut = _ext_walk(F, t, nh, lim, frag)
+    F.put("inner_protocol", rows, nh)
     pk = (frag[0] == 0) & _isin(nh, QUOTE_PORT_PROTOCOLS) & (t + 4 <= lim)
     pk[cut] = False
     _quote_ports(F, rows[pk], t[pk])
 
 
 def _quote_ports(F: _Frames, rows: Idx, t: I64) -> None:
-    F.out["inner_src_port"][rows] = F.B.b16[t]
-    F.out["inner_dst_port"][rows] = F.B.b16[t + 2]
-    F.layers[rows] |= LAYER_INNER_PORTS
+    F.put("inner_src_port", rows, F.B.be16(t))
+    F.put("inner_dst_port", rows, F.B.be16(t + 2))
+    F.add_layer(rows, LAYER_INNER_PORTS)
 
 
-def _icmp(F: _Frames, rows: Idx, t: I64, lim: I64, v6: bool) -> None:
-    B, out = F.B, F.out
+def _icmp(F: _Frames, rows: Idx, t: I64, tw: U8x2, lim: I64, v6: bool) -> None:
     have = lim - t
     tc = have >= 2
-    typ = B.u8_(t)
-    out["icmp_type"][rows[tc]] = typ[tc]
-    out["icmp_code"][rows[tc]] = B.u8[t[tc] + 1]
+    typ = tw[:, 0].astype(np.int64)
+    F.put("icmp_type", rows[tc], typ[tc])
+    F.put("icmp_code", rows[tc], tw[tc, 1])
     short = have < 8
-    F.status[rows[short]] = Status.TRUNCATED_TRANSPORT
-    whole = ~short
-    F.layers[rows[whole]] |= LAYER_TRANSPORT
-    err = whole & _isin(typ, ICMP6_ERRORS if v6 else ICMP4_ERRORS)
+    F.set_status(rows[short], Status.TRUNCATED_TRANSPORT)
+    F.add_layer(rows[~short], LAYER_TRANSPORT)
+    err = ~short & _isin(typ, ICMP6_ERRORS if v6 else ICMP4_ERRORS)
     if err.any():
         (_quote6 if v6 else _quote4)(F, rows[err], t[err] + 8, lim[err])
 
 
-def _transport(F: _Frames, T: _Transport) -> None:
+def _transport(F: _Frames, T: _Transport | None) -> None:
+    if T is None or not T.rows.size:
+        return
     proto = T.proto
-    for sel, fn in (
-        (proto == IPPROTO_TCP, _tcp),
-        (proto == IPPROTO_UDP, _udp),
-    ):
-        if sel.any():
-            fn(F, T.rows[sel], T.t[sel], T.lim[sel])
-    for v6, num in ((False, IPPROTO_ICMP), (True, IPPROTO_ICMPV6)):
-        sel = (proto == num) & (T.v6 == v6)
-        if sel.any():
-            _icmp(F, T.rows[sel], T.t[sel], T.lim[sel], v6)
+    icmp = IPPROTO_ICMPV6 if T.v6 else IPPROTO_ICMP
+    for num in (IPPROTO_TCP, IPPROTO_UDP, icmp):
+        sel = proto == num
+        if not sel.any():
+            continue
+        rows, t, tw, lim = _keep(sel, T.rows, T.t, T.tw, T.lim)
+        if num == IPPROTO_TCP:
+            _tcp(F, rows, t, tw, lim)
+        elif num == IPPROTO_UDP:
+            _udp(F, rows, t, tw, lim)
+        else:
+            _icmp(F, rows, t, tw, lim, T.v6)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -539,17 +611,30 @@ def decode_frames(buf: npt.NDArray[np.uint8], offsets: npt.NDArray[np.integer],
         padded[:size] = raw
         raw = padded
     lt = _as_rows(linktype, n, np.uint16)
-    out["ts_ns"] = ts_ns
-    out["iface"] = _as_rows(iface, n, np.uint16)
-    out["linktype"] = lt
-    out["wire_len"] = wire_lens
-    out["cap_len"] = cap
-    F = _Frames(out, _Bytes(raw), off_c, end)
+    ifc = _as_rows(iface, n, np.uint16)
+    ts = np.asarray(ts_ns)
+    wire = np.asarray(wire_lens)
+    B = _Bytes(raw)
+    one = np.ndim(linktype) == 0 or int(lt.min()) == int(lt.max())
+    # blocks of rows small enough that the output rows being filled stay in cache
+    for s in range(0, n, BLOCK_ROWS):
+        e = min(s + BLOCK_ROWS, n)
+        blk = out[s:e]
+        blk["ts_ns"] = ts[s:e]
+        blk["iface"] = ifc[s:e]
+        blk["linktype"] = lt[s:e]
+        blk["wire_len"] = wire[s:e]
+        blk["cap_len"] = cap[s:e]
+        _decode_block(blk, B, off_c[s:e], end[s:e], int(lt[s]) if one else lt[s:e])
+    return out
 
-    if np.ndim(linktype) == 0:
-        groups: list[tuple[int, Idx]] = [(int(np.asarray(linktype)), np.arange(n))]
-    elif int(lt.min()) == int(lt.max()):
-        groups = [(int(lt[0]), np.arange(n))]
+
+def _decode_block(out: npt.NDArray[np.void], B: _Bytes, off: I64, end: I64,
+                  lt: int | npt.NDArray[np.uint16]) -> None:
+    n = off.size
+    F = _Frames(out, B, off, end)
+    if isinstance(lt, int):
+        groups: list[tuple[int, Idx]] = [(lt, np.arange(n))]
     else:
         groups = [(int(v), np.flatnonzero(lt == v)) for v in np.unique(lt).tolist()]
     ip_rows, ip_pos, ip_ver = [], [], []
@@ -558,9 +643,13 @@ def decode_frames(buf: npt.NDArray[np.uint8], offsets: npt.NDArray[np.integer],
         ip_rows.append(r)
         ip_pos.append(p)
         ip_ver.append(v)
-    rows = np.concatenate(ip_rows) if len(ip_rows) > 1 else ip_rows[0]
-    pos = np.concatenate(ip_pos) if len(ip_pos) > 1 else ip_pos[0]
-    ver = np.concatenate(ip_ver) if len(ip_ver) > 1 else ip_ver[0]
+    if len(groups) > 1:
+        # back to frame order: the layers below rely on sorted rows
+        rows = np.concatenate(ip_rows)
+        order = np.argsort(rows, kind="stable")
+        rows, pos, ver = rows[order], np.concatenate(ip_pos)[order], np.concatenate(ip_ver)[order]
+    else:
+        rows, pos, ver = ip_rows[0], ip_pos[0], ip_ver[0]
     v4 = ver == 4
     if v4.all():
         _transport(F, _ipv4(F, rows, pos))
@@ -571,4 +660,3 @@ def decode_frames(buf: npt.NDArray[np.uint8], offsets: npt.NDArray[np.integer],
             _transport(F, _ipv6(F, rows[~v4], pos[~v4]))
     out["status"] = F.status
     out["layers"] = F.layers
-    return out

@@ -108,10 +108,12 @@ def iter_pcap(reader: ChunkReader, hdr: PcapHeader, batch_size: int, stats: Capt
         res = walk_chain(fmt, pos, reader.end)
         r = res.starts
         if r.size:
-            u32 = fmt.len32
-            cap = u32[r + 8].astype(np.uint32)
-            wire = u32[r + 12].astype(np.uint32)
-            ts = u32[r].astype(np.int64) * 1_000_000_000 + u32[r + 4].astype(np.int64) * frac_mult
+            # the record headers, gathered as one (n, 4) block of uint32
+            rh = np.ndarray((reader.buf.size - 15,), dtype="V16", buffer=reader.buf, offset=0,
+                            strides=(1,))[r].view(hdr.order + "u4").reshape(-1, 4)
+            cap = rh[:, 2].astype(np.uint32)
+            wire = rh[:, 3].astype(np.uint32)
+            ts = rh[:, 0].astype(np.int64) * 1_000_000_000 + rh[:, 1].astype(np.int64) * frac_mult
             if 0 < hdr.snaplen < MAX_CAPLEN:
                 over = cap > hdr.snaplen
                 if over.any():

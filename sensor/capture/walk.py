@@ -147,7 +147,7 @@ def walk_chain(fmt: ChainFormat, start: int, end: int) -> WalkResult:
     match = reached[:-1] & (e[:-1] == c[1:])
     mism = np.flatnonzero(~match)
     valid = np.ones(L, dtype=bool)
-    redo: list[list[int]] = []
+    redo: dict[int, list[int]] = {}
     i = 0
     cur_end, cur_reached, cur_bad = int(e[0]), bool(reached[0]), bool(bad[0])
     while True:
@@ -164,10 +164,20 @@ def walk_chain(fmt: ChainFormat, start: int, end: int) -> WalkResult:
             continue
         valid[i + 1] = False
         got, cur_end, cur_reached, cur_bad = _walk_one(fmt, cur_end, int(bound[i + 1]), end)
-        redo.append(got)
+        redo[i + 1] = got
         i += 1
-    flat = grid[valid].ravel()
-    starts = flat[flat >= 0]
     if redo:
-        starts = np.sort(np.concatenate([starts, *(np.asarray(r, dtype=np.int64) for r in redo)]))
+        # lanes in file order, the redone ones from their sequential walk
+        pieces: list[I64] = []
+        prev = 0
+        for lane, got in redo.items():
+            part = grid[prev:lane][valid[prev:lane]].ravel()
+            pieces += [part[part >= 0], np.asarray(got, dtype=np.int64)]
+            prev = lane + 1
+        part = grid[prev:][valid[prev:]].ravel()
+        pieces.append(part[part >= 0])
+        starts = np.concatenate(pieces)
+    else:
+        flat = grid[valid].ravel()
+        starts = flat[flat >= 0]
     return WalkResult(starts=starts, stop=cur_end, bad=cur_bad, redone=len(redo))
