@@ -60,6 +60,13 @@ class Aggregator:
         self.th: Thresholds = thresholds_for(settings, darknet.size_v4)
         self.known = known or KnownScanners()
         self.bogons = bogons or load_bogons()
+        # an internal telescope (DAEDALUS-style, inside a private network) sees real
+        # hosts with special-purpose addresses: those prefixes are not bogons here
+        self.internal = (
+            DarkPrefixes.parse(settings.internal_sources, "internal_sources")
+            if (settings.internal_sources)
+            else None
+        )
         self.ctx = Context(settings.feed_name, self.known)
         self.scan = ScanDetector(self.th)
         self.backscatter = BackscatterDetector(self.th)
@@ -98,7 +105,10 @@ class Aggregator:
         key, is4 = addr_key(f["src_ip"])
         bs, err = classify_backscatter(f)
         reasons = np.zeros(f.shape[0], dtype=np.uint16)
-        reasons[self.bogons.is_bogon(f["src_ip"])] |= np.uint16(sr.BOGON)
+        bogon = self.bogons.is_bogon(f["src_ip"])
+        if self.internal is not None and bogon.any():
+            bogon &= ~self.internal.contains_addr16(f["src_ip"])
+        reasons[bogon] |= np.uint16(sr.BOGON)
         reasons[self.darknet.contains_addr16(f["src_ip"])] |= np.uint16(sr.DARK)
         return BatchView(
             batch=batch,

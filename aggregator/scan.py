@@ -456,7 +456,8 @@ class ScanDetector:
             evidence = {
                 fp.name: f"{int(c[f'tool_m{j}'][r])}/{n_samples} sampled probes: {fp.rule}"
                 for j, fp in enumerate(TOOLS)
-                if int(c[f"tool_m{j}"][r]) > 0
+                # a constant-value rule matches its own reference probe: show it from two on
+                if int(c[f"tool_m{j}"][r]) > (1 if fp.constant else 0)
             }
             confidence = 0.6 + (0.3 if tool else 0.0)
             if distinct >= 2 * th.scan_min_destinations or ports >= 2 * th.scan_min_ports:

@@ -21,6 +21,9 @@ class AggregatorSettings:
     feed_name: str = setting("darknet-iodef", "feed.name of every event")
     allow_list: str = setting("", "CSV of known research scanners (prefix,name); re-read when it changes")
     checkpoint: str = setting("", "state file (npz); restored at start, written after each input file")
+    internal_sources: str = setting(
+        "", "source CIDRs that are real hosts here although special-purpose (an internal darknet in 10/8)"
+    )
 
     # scans (DOMAIN.md section 4)
     scan_min_destinations: int = setting(
