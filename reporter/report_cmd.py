@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     held = ", ".join(f"{k} {v}" for k, v in docs.withheld_counts().items() if k != "no-contact")
     print(
         f"report: {docs.events_read} events read, {len(docs.invalid)} invalid; "
-        f"{len(docs.reports)} documents for {len(recipients)} recipients ({unassigned} unassigned); "
+        f"{len(docs.reports)} documents ({unassigned} unassigned) for {len(recipients)} recipients; "
         f"not reported: {held or 'none'} -> {args.out}"
     )
     return 0
