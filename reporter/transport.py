@@ -123,7 +123,7 @@ def classify_status(status: int, reason_phrase: str = "", body: bytes = b"") -> 
     text = _printable(body.decode("utf-8", "replace")) if body else ""
     why = f"HTTP {status} {_printable(reason_phrase)}".strip()
     if text:
-        why = f"{why}: {text}"
+        why = f"{why}: {text}"[:MAX_REASON_CHARS]
     if 200 <= status < 300:
         return Outcome(OutcomeKind.DELIVERED, "", status, body)
     if 400 <= status < 500:
@@ -133,6 +133,10 @@ def classify_status(status: int, reason_phrase: str = "", body: bytes = b"") -> 
         # moved, which is not this report's fault, so it stays queued
         return Outcome(OutcomeKind.TRANSIENT, f"{why} (redirects are not followed, RFC 6546)", status)
     return Outcome(OutcomeKind.TRANSIENT, why, status)
+
+
+#: a kept-alive connection the peer closed shows up as one of these on the next request
+_BROKEN = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ssl.SSLEOFError)
 
 
 class _PeerNotAllowed(Exception):
@@ -189,7 +193,8 @@ class RidTransport:
         while total < self._max_response:
             if time.monotonic() - started > self._deadline:
                 raise TimeoutError(f"answer not complete after {self._deadline:g} s")
-            chunk = resp.read1(min(65536, self._max_response - total))
+            # read(), not read1(): it releases the connection once the announced length is read
+            chunk = resp.read(min(65536, self._max_response - total))
             if not chunk:
                 break
             chunks.append(chunk)
@@ -215,7 +220,7 @@ class RidTransport:
             except _PeerNotAllowed as exc:
                 self._drop(endpoint)
                 return Outcome(OutcomeKind.TRANSIENT, str(exc))
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+            except _BROKEN as exc:
                 self._drop(endpoint)
                 if reused and attempt == 0:
                     log.debug("kept-alive connection to %s was closed (%s); posting again", endpoint, exc)
