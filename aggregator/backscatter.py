@@ -210,7 +210,7 @@ class BackscatterDetector:
         rev = c["revision"][:size]
         recent = (rev == 0) | (now_ns - c["emit_ns"][:size] >= self.th.revision_interval_ns) | force
         expired = c["last_ns"][:size] < now_ns - self.th.bs_idle_ns
-        emit = np.flatnonzero(ok & changed & (recent | expired))
+        emit = np.flatnonzero(ok & ((changed & recent) | (expired & (changed | (rev > 0)))))
         events = self._events(emit, now_ns, expired, ctx) if emit.size else []
         c["revision"][emit] += 1
         c["emit_ns"][emit] = now_ns

@@ -87,7 +87,8 @@ class Aggregator:
             return []
         events: list[dict[str, Any]] = []
         if self.current_end is not None and batch.interval_start_ns >= self.current_end:
-            events = self.end_interval(self.current_end)
+            # event time has reached this batch's start: every interval before it is over
+            events = self.end_interval(batch.interval_start_ns)
         self.watermarks[batch.sensor] = batch.interval_start_ns
         end = batch.interval_start_ns + batch.interval_ns
         self.current_end = end if self.current_end is None else max(self.current_end, end)

@@ -266,23 +266,22 @@ class ScanDetector:
         multi_src |= c["ports"][rows] > 1
         if not multi_src.any():
             return
-        promote = multi_src & (c["ports"][rows] == 1)
-        sel = multi_src[tgid] & (c["ports"][trow] < self.th.scan_port_cap)
-        sel |= multi_src[tgid] & (tport == main)  # the main port is always tracked
+        pc = self.ports.cols
+        promote = np.flatnonzero(multi_src & (c["ports"][rows] == 1))
+        if promote.size:
+            # the main port's row starts with what the source did before it went multi-port
+            mkeys = (c["sid"][rows[promote]].astype(np.uint64) << np.uint64(24)) | c["main_port"][
+                rows[promote]
+            ].astype(np.uint64)
+            mrow, mnew = self.ports.upsert(mkeys)
+            self._new_pids(mrow[mnew])
+            pc["packets"][mrow[mnew]] = old_packets[promote[mnew]]
+            pc["distinct"][mrow[mnew]] = old_distinct[promote[mnew]]
+        sel = multi_src[tgid] & ((c["ports"][trow] < self.th.scan_port_cap) | (tport == main))
         keys = (c["sid"][trow[sel]].astype(np.uint64) << np.uint64(24)) | tport[sel]
         prow, pnew = self.ports.upsert(keys)
-        pc = self.ports.cols
-        n_new = int(pnew.sum())
-        if n_new:
-            pc["pid"][prow[pnew]] = (np.arange(self.next_pid, self.next_pid + n_new) & 0xFFFF_FFFF).astype(
-                np.uint32
-            )
-            self.next_pid += n_new
-        # seed the main port's new row with what the source did before it went multi-port
+        self._new_pids(prow[pnew])
         sgid = tgid[sel]
-        seed = pnew & (tport[sel] == main[sel]) & promote[sgid]
-        pc["packets"][prow[seed]] = old_packets[sgid[seed]]
-        pc["distinct"][prow[seed]] = old_distinct[sgid[seed]]
         pc["packets"][prow] += tg.sum(pk)[sel].astype(np.uint32)
         new_ports = np.bincount(sgid[pnew & (tport[sel] != main[sel])], minlength=rows.shape[0])
         c["ports"][rows] = (c["ports"][rows].astype(np.int64) + new_ports).astype(np.uint32)
@@ -299,6 +298,13 @@ class ScanDetector:
             add = np.bincount(owner[fresh], minlength=self.ports.size)
             hit = np.flatnonzero(add)
             pc["distinct"][hit] += add[hit].astype(np.uint32)
+
+    def _new_pids(self, prows: npt.NDArray[np.int64]) -> None:
+        n = prows.shape[0]
+        if n:
+            pids = np.arange(self.next_pid, self.next_pid + n) & 0xFFFF_FFFF
+            self.ports.cols["pid"][prows] = pids.astype(np.uint32)
+            self.next_pid += n
 
     # -- judgement and emission -------------------------------------------------
     def judged_spoofed(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
@@ -344,7 +350,7 @@ class ScanDetector:
             & ((rev == 0) | (now_ns - c["emit_ns"][:size] >= self.th.revision_interval_ns) | force)
         )
         expired = c["last_ns"][:size] < now_ns - self.th.scan_idle_ns
-        final = expired & ok & changed
+        final = expired & ok & (changed | (rev > 0))  # the closing revision says "ended"
         emit = np.flatnonzero(due | final)
         events = self._events(emit, now_ns, expired, ctx) if emit.size else []
         c["revision"][emit] += 1
