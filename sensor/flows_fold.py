@@ -31,9 +31,11 @@ __all__ = [
     "KEY_FIELDS",
     "Folded",
     "concat_rows",
+    "copy_fields",
     "fold",
     "hash_keys",
     "merge",
+    "put_column",
     "take_rows",
     "to_flows",
 ]
@@ -81,6 +83,58 @@ def take_rows(arr: npt.NDArray[np.void], index: npt.NDArray[np.intp]) -> npt.NDA
     """
     raw = np.ascontiguousarray(arr).view(f"V{arr.dtype.itemsize}")
     return raw[index].view(arr.dtype)
+
+
+def copy_fields(dst: npt.NDArray[np.void], src: npt.NDArray[np.void], names: tuple[str, ...]) -> None:
+    """``dst[name] = src[name]`` for same-typed fields, as byte-block copies.
+
+    Packed structured dtypes make numpy copy each field with an unaligned
+    loop; copying runs of adjacent fields as bytes of 2-D ``uint8`` views is
+    several times faster. Fields adjacent in both layouts become one block.
+    """
+    if src.shape[0] == 0:
+        return
+    spans = []
+    for name in names:
+        sdt, soff = src.dtype.fields[name][:2]  # type: ignore[index]
+        ddt, doff = dst.dtype.fields[name][:2]  # type: ignore[index]
+        if sdt != ddt:
+            raise TypeError(f"field {name}: {sdt} and {ddt} differ")
+        spans.append((soff, doff, sdt.itemsize))
+    spans.sort()
+    blocks: list[list[int]] = []
+    for soff, doff, size in spans:
+        last = blocks[-1] if blocks else None
+        if last and last[0] + last[2] == soff and last[1] + last[2] == doff:
+            last[2] += size
+        else:
+            blocks.append([soff, doff, size])
+    s8 = _bytes2d(src)
+    d8 = _bytes2d(dst)
+    for soff, doff, size in blocks:
+        # widest unsigned word that divides the block: fewer, larger element copies
+        word = next(w for w in (8, 4, 2, 1) if size % w == 0)
+        np.copyto(d8[:, doff : doff + size].view(f"<u{word}"), s8[:, soff : soff + size].view(f"<u{word}"))
+
+
+def put_column(dst: npt.NDArray[np.void], name: str, values: npt.NDArray[np.generic]) -> None:
+    """``dst[name] = values`` (cast to the field's type) as a byte-block copy (see copy_fields)."""
+    ddt, doff = dst.dtype.fields[name][:2]  # type: ignore[index]
+    n = dst.shape[0]
+    if n == 0:
+        return
+    if ddt.subdtype is not None:
+        base, shape = ddt.subdtype
+        raw = np.ascontiguousarray(values, dtype=base).reshape(n, *shape)
+    else:
+        raw = np.ascontiguousarray(values, dtype=ddt)
+    _bytes2d(dst)[:, doff : doff + ddt.itemsize] = raw.view(np.uint8).reshape(n, ddt.itemsize)
+
+
+def _bytes2d(arr: npt.NDArray[np.void]) -> npt.NDArray[np.uint8]:
+    if not arr.flags.c_contiguous:
+        raise ValueError("byte-block copies need contiguous rows")
+    return arr.view(np.uint8).reshape(arr.shape[0], arr.dtype.itemsize)
 
 
 def concat_rows(parts: list[npt.NDArray[np.void]]) -> npt.NDArray[np.void]:
@@ -222,20 +276,27 @@ def _addr_words(addrs: npt.NDArray[np.void]) -> tuple[npt.NDArray[np.uint64], np
 
 
 def to_flows(f: Folded) -> npt.NDArray[np.void]:
-    """FLOW_DTYPE rows, ordered by source, destination, then key hash.
+    """FLOW_DTYPE rows, ordered by source, destination, then (hash, key).
 
     Address order is for people reading JSON lines and for consumers that
-    walk sources; the hash breaks ties deterministically.
+    walk sources. The sorts are stable and a Folded is in (hash, key) order,
+    so ties keep that order: the result depends only on the set of flows.
     """
     src_hi, src_lo = _addr_words(f.keys["src_ip"])
     dst_hi, dst_lo = _addr_words(f.keys["dst_ip"])
-    order = np.lexsort((f.hashes, dst_lo, dst_hi, src_lo, src_hi))
-    out = np.zeros(len(f), dtype=FLOW_DTYPE)
-    keys = take_rows(f.keys, order)
-    for name in KEY_FIELDS:
-        out[name] = keys[name]
-    out["packet_count"] = np.minimum(f.count[order], 0xFFFFFFFF)
-    out["first_ns"] = f.first_ns[order]
-    out["last_ns"] = f.last_ns[order]
-    out["slot_counts"] = np.minimum(f.slots[order], 0xFFFFFFFF)
+    n = len(f)
+    if n and np.all(src_hi == src_hi[0]) and np.all(dst_hi == dst_hi[0]) and np.all(
+        (src_lo >> np.uint64(32)) == (src_lo[0] >> np.uint64(32))
+    ) and np.all((dst_lo >> np.uint64(32)) == (dst_lo[0] >> np.uint64(32))):
+        # all IPv4 (the usual case): one 64-bit key, source then destination
+        both = (src_lo << np.uint64(32)) | (dst_lo & np.uint64(0xFFFFFFFF))
+        order = np.argsort(both, kind="stable")
+    else:
+        order = np.lexsort((dst_lo, dst_hi, src_lo, src_hi))
+    out = np.zeros(n, dtype=FLOW_DTYPE)
+    copy_fields(out, take_rows(f.keys, order), KEY_FIELDS)
+    put_column(out, "packet_count", np.minimum(f.count[order], 0xFFFFFFFF))
+    put_column(out, "first_ns", f.first_ns[order])
+    put_column(out, "last_ns", f.last_ns[order])
+    put_column(out, "slot_counts", np.minimum(f.slots[order], 0xFFFFFFFF))
     return out

@@ -37,7 +37,7 @@ from sensor.fields import (
     TCP_ACK,
     TCP_SYN,
 )
-from sensor.flows_fold import KEY_DTYPE
+from sensor.flows_fold import KEY_DTYPE, copy_fields
 
 __all__ = ["IPPROTO_ICMP", "IPPROTO_ICMPV6", "IPPROTO_TCP", "addr16", "flow_keys", "sample_rows"]
 
@@ -105,10 +105,31 @@ def flow_keys(pk: npt.NDArray[np.void]) -> npt.NDArray[np.void]:
     return keys
 
 
+_SAMPLE_COPIED = (
+    "ts_ns",
+    "tcp_opt_kinds",
+    "ip_id",
+    "tcp_seq",
+    "tcp_ack",
+    "src_port",
+    "dst_port",
+    "tcp_window",
+    "tcp_mss",
+    "tcp_flags",
+    "protocol",
+    "ttl",
+    "ip_version",
+    "tcp_hdr_len",
+    "icmp_type",
+    "icmp_code",
+)
+
+
 def sample_rows(pk: npt.NDArray[np.void], src_ip: npt.NDArray[np.void]) -> npt.NDArray[np.void]:
     """SAMPLE_DTYPE rows (raw probe fields) for IP packets; ``src_ip`` as in their keys."""
+    pk = np.ascontiguousarray(pk)
     out = np.zeros(pk.shape[0], dtype=SAMPLE_DTYPE)
-    out["ts_ns"] = pk["ts_ns"]
+    copy_fields(out, pk, _SAMPLE_COPIED)
     out["src_ip"] = src_ip
     out["dst_ip"] = addr16(pk["ip_version"], pk["dst_ip4"], pk["dst_ip6"])
     out["quoted_src_ip"] = _quoted(pk, "src")
@@ -117,23 +138,5 @@ def sample_rows(pk: npt.NDArray[np.void], src_ip: npt.NDArray[np.void]) -> npt.N
     out["quoted_protocol"] = np.where(has_inner, pk["inner_protocol"], 0)
     out["quoted_src_port"] = _inner_port(pk, "src")
     out["quoted_dst_port"] = _inner_port(pk, "dst")
-    for name in (
-        "tcp_opt_kinds",
-        "ip_id",
-        "tcp_seq",
-        "tcp_ack",
-        "src_port",
-        "dst_port",
-        "tcp_window",
-        "tcp_mss",
-        "tcp_flags",
-        "protocol",
-        "ttl",
-        "ip_version",
-        "tcp_hdr_len",
-        "icmp_type",
-        "icmp_code",
-    ):
-        out[name] = pk[name]
     out["ip_len"] = np.minimum(pk["ip_len"], 0xFFFF)
     return out
