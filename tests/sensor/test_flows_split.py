@@ -12,47 +12,11 @@ import sensor.flows as flows_mod
 import sensor.flows_fold as fold_mod
 from darknet_iodef.addresses import DarkPrefixes
 from darknet_iodef.flowtuple import encode_batch
-from sensor.fields import LAYER_IP, LAYER_TRANSPORT, PACKET_DTYPE, Status
 from sensor.flows import FlowBuilder
 from sensor.settings import SensorSettings
-from tests.sensor.flow_packets import T0, S
+from tests.sensor.flow_packets import synthetic
 
 DARK = DarkPrefixes.parse("198.18.0.0/24,2001:db8:dead::/120")
-
-
-def synthetic(n: int, seed: int, span_s: int = 200, jitter_s: float = 0.0) -> npt.NDArray[np.void]:
-    """n packets over span_s seconds: few sources and keys so that flows repeat, some IPv6,
-    some outside the darknet, some malformed; timestamps sorted, then jittered."""
-    rng = np.random.default_rng(seed)
-    pk = np.zeros(n, dtype=PACKET_DTYPE)
-    ts = T0 + np.sort(rng.integers(0, span_s * S, n))
-    if jitter_s:
-        ts = ts - rng.integers(0, int(jitter_s * S), n)
-    pk["ts_ns"] = ts
-    pk["layers"] = LAYER_IP | LAYER_TRANSPORT
-    v6 = rng.random(n) < 0.2
-    pk["ip_version"] = np.where(v6, 6, 4)
-    pk["src_ip4"] = 0xC0000200 + rng.integers(0, 5, n)
-    pk["dst_ip4"] = 0xC6120000 + rng.integers(0, 300, n)  # 198.18.0.0 .. 198.18.1.43
-    src6 = np.zeros((n, 16), np.uint8)
-    src6[:, :4] = [0x20, 0x01, 0x0D, 0xB8]
-    src6[:, 15] = rng.integers(0, 3, n)
-    dst6 = np.zeros((n, 16), np.uint8)
-    dst6[:, :6] = [0x20, 0x01, 0x0D, 0xB8, 0xDE, 0xAD]
-    dst6[:, 15] = rng.integers(0, 200, n)
-    pk["src_ip6"] = src6.view("V16").reshape(-1)
-    pk["dst_ip6"] = dst6.view("V16").reshape(-1)
-    pk["protocol"] = rng.choice([1, 6, 17], n)
-    pk["ttl"] = rng.choice([64, 255], n)
-    pk["src_port"] = rng.integers(40000, 40003, n)
-    pk["dst_port"] = rng.choice([22, 23, 80], n)
-    pk["tcp_flags"] = np.where(pk["protocol"] == 6, rng.choice([0x02, 0x12, 0x04], n), 0)
-    pk["tcp_seq"] = rng.integers(0, 2**32, n)
-    pk["ip_id"] = rng.integers(0, 2**16, n)
-    pk["ip_len"] = 40
-    bad = rng.random(n) < 0.03
-    pk["status"][bad] = rng.choice([int(Status.NOT_IP), int(Status.TRUNCATED_IP)], int(bad.sum()))
-    return pk
 
 
 def run(pk: npt.NDArray[np.void], cuts: list[int], **kw: object) -> bytes:
