@@ -274,7 +274,6 @@ class _Handler(BaseHTTPRequestHandler):
             # the peer went away or was too slow (the reaper closed the socket)
             log.info("request from %s not completed: %s", self.address_string(), exc)
             self.close_connection = True
-            RECEIVER_CONNECTIONS_REFUSED.labels("timeout").inc()
             return
         self._accept(body)
 
@@ -392,7 +391,8 @@ class RidServer(ThreadingHTTPServer):
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         raw: socket.socket = request
-        raw.settimeout(min(self.config.request_timeout_s, 30.0))
+        # the reaper enforces the deadline; the socket timeout is only a backstop behind it
+        raw.settimeout(self.config.request_timeout_s + 5.0)
         self._touch(raw)
         try:
             # handshake after wrapping, so the reaper can cut a handshake that drips
