@@ -221,7 +221,7 @@ def _link(F: _Frames, rows: Idx, linktype: int) -> tuple[Idx, I64, npt.NDArray[n
             if linktype == LINKTYPE_LINUX_SLL:
                 etype, hatype, halen, addr = _c16(w, 14), _c16(w, 2), _c16(w, 4), 6
             else:
-                etype, hatype, halen, addr = _c16(w, 0), _c16(w, 8), w[:, 11], 12
+                etype, hatype, halen, addr = _c16(w, 0), _c16(w, 8), w[:, 11].astype(np.int64), 12
             eth = (hatype == 1) & (halen == 6)
             if eth.any():
                 F.out["src_mac"][rows[eth]] = _mac48(w[eth], addr)
@@ -625,7 +625,7 @@ def decode_frames(buf: npt.NDArray[np.uint8], offsets: npt.NDArray[np.integer],
         blk["linktype"] = lt[s:e]
         blk["wire_len"] = wire[s:e]
         blk["cap_len"] = cap[s:e]
-        _decode_block(blk, B, off_c[s:e], end[s:e], int(lt[s]) if one else lt[s:e])
+        _decode_block(blk, B, off_c[s:e], end[s:e], int(lt[s]) if one else lt[s:e].astype(np.uint16))
     return out
 
 
