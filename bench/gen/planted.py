@@ -212,10 +212,13 @@ class Planter:
         self, rng: np.random.Generator, kind: str, ports: list[int], n: int
     ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
         """(destination, destination port) per probe for a scan kind (bro-simple-scan kinds)."""
+        # a scan larger than a small telescope hits some dark addresses more than once
         if kind == "horizontal":
-            return self.dark.sample_v4(rng, n), np.full(n, ports[0], dtype=np.int64)
+            dst = self.dark.sample_v4(rng, n, distinct=n <= self.dark.size_v4)
+            return dst, np.full(n, ports[0], dtype=np.int64)
         if kind == "strobe":
-            hosts = self.dark.sample_v4(rng, -(-n // len(ports)))
+            n_hosts = -(-n // len(ports))
+            hosts = self.dark.sample_v4(rng, n_hosts, distinct=n_hosts <= self.dark.size_v4)
             dst = np.repeat(hosts, len(ports))[:n]
             dport = np.tile(np.asarray(ports, dtype=np.int64), len(hosts))[:n]
             order = rng.permutation(n)  # scanners randomise the probe order
