@@ -372,8 +372,10 @@ class ScanDetector:
         count = min(count, cand.size)
         if count <= 0:
             return keep
+        # spoofed sources first, then the fewest packets, then the longest idle
+        spoofed = self.judged_spoofed(cand)
         order = np.lexsort(
-            (c["last_ns"][cand], c["packets"][cand].astype(np.int64) + c["spoof_packets"][cand])
+            (c["last_ns"][cand], c["packets"][cand].astype(np.int64) + c["spoof_packets"][cand], ~spoofed)
         )
         victims = cand[order[:count]]
         keep = keep.copy()
