@@ -395,3 +395,15 @@ def test_cli_writes_labels_and_rejects_too_few_packets(tmp_path: Path, repo_root
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2
     assert bad.stderr.startswith("gen_darknet: scenario 'sample' plants") and "Traceback" not in bad.stderr
+
+
+def test_committed_sample_is_reproducible(tmp_path: Path, repo_root: Path) -> None:
+    """pcaps/README.md's one command writes exactly the committed sample and its labels."""
+    cmd = (repo_root / "pcaps" / "README.md").read_text().split("```")[1].strip().split()
+    assert cmd[:3] == ["python", "-m", "bench.gen_darknet"]
+    out = [str(tmp_path / Path(a).name) if a.startswith("pcaps/") else a for a in cmd[3:]]
+    subprocess.run(
+        [sys.executable, "-m", "bench.gen_darknet", *out], cwd=repo_root, check=True, capture_output=True
+    )
+    for name in ("sample-darknet.pcap", "sample-darknet.labels.json"):
+        assert (tmp_path / name).read_bytes() == (repo_root / "pcaps" / name).read_bytes(), name
