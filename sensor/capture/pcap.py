@@ -106,6 +106,7 @@ def iter_pcap(reader: ChunkReader, hdr: PcapHeader, batch_size: int, stats: Capt
     fmt = _format(reader.buf, hdr)
     while True:
         res = walk_chain(fmt, pos, reader.end)
+        stats.lanes_redone += res.redone
         r = res.starts
         if r.size:
             # the record headers, gathered as one (n, 4) block of uint32

@@ -185,6 +185,7 @@ def iter_pcapng(reader: ChunkReader, batch_size: int, stats: CaptureStats,
         u32, u16 = _views(reader.buf, sec.order)
         fmt = _format(u32, min(reader.capacity, MAX_BLOCK))
         res = walk_chain(fmt, pos, reader.end)
+        stats.lanes_redone += res.redone
         b = res.starts
         btype = u32[b]
         shb = np.flatnonzero(btype == BT_SHB)

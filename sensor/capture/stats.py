@@ -30,6 +30,8 @@ class CaptureStats:
     by_status: dict[Status, int] = field(default_factory=dict)
     unknown_linktypes: dict[int, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: record-walk lanes that had started on a header-like pattern inside a payload
+    lanes_redone: int = 0
 
     def warn(self, line: str) -> None:
         self.warnings.append(line)
