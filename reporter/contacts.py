@@ -8,14 +8,15 @@ only what receivers asked for). Tables come from TOML (hand-kept, a few dozen
 organisations) or CSV (exported from a registry or an RIR dump: up to a
 million prefixes).
 
-Lookup is longest-prefix match, in bulk: prefixes are split by family and
-length; each length holds a sorted array of network values (``uint32`` for
-IPv4, 16-byte strings for IPv6). A batch of addresses is masked once per
-length, from the longest to the shortest, and ``searchsorted`` finds exact
-network hits; the first (longest) hit wins. Cost: one binary search per
-address per distinct length present (at most 33 + 129), independent of the
-number of prefixes, so a million prefixes cost memory, not time
-(``bench/bench_contacts.py``).
+Lookup is longest-prefix match, in bulk. IPv4: at load time the nested
+prefixes are flattened into an interval index -- sorted, disjoint ranges of
+the address space, each owned by the longest prefix covering it (a stack sweep
+over the prefixes in address order) -- so a batch of addresses costs one
+``searchsorted``, whatever the number of prefixes or lengths. IPv6 (tables are
+small and 128-bit ranges do not fit numpy integers): per prefix length a
+sorted array of 16-byte network values; addresses are masked once per length,
+longest first, and the first exact hit wins. ``bench/bench_contacts.py``
+measures both against the classic scalar dict-per-length lookup.
 
 ASN rows match only events that carry ``source.asn`` (the aggregator does not
 look up ASNs; an enrichment step such as IntelMQ's may add it). A prefix match
@@ -107,6 +108,9 @@ class ContactTable:
     v4: tuple[_Level, ...] = ()
     v6: tuple[_Level, ...] = ()
     asns: Mapping[int, int] = field(default_factory=dict)
+    #: IPv4 interval index: range i is [v4_bounds[i], v4_bounds[i+1]), owned by contact v4_owner[i] (-1: none)
+    v4_bounds: npt.NDArray[np.uint32] = field(default_factory=lambda: np.zeros(1, dtype=np.uint32))
+    v4_owner: npt.NDArray[np.int32] = field(default_factory=lambda: np.full(1, -1, dtype=np.int32))
 
     @property
     def prefix_count(self) -> int:
@@ -121,10 +125,20 @@ class ContactTable:
         where: str = "contacts",
     ) -> ContactTable:
         """From ``(cidr, contact index)`` pairs; a duplicate or bad prefix is a ConfigError."""
+        parsed = ((*_parse_network(text, where), idx) for text, idx in networks)
+        return cls._assemble(contacts, parsed, asns, where)
+
+    @classmethod
+    def _assemble(
+        cls,
+        contacts: Sequence[Contact],
+        parsed: Iterable[tuple[int, bytes, int, int]],
+        asns: Mapping[int, int] | None,
+        where: str,
+    ) -> ContactTable:
         v4: dict[int, tuple[list[int], list[int]]] = {}
         v6: dict[int, tuple[list[bytes], list[int]]] = {}
-        for text, idx in networks:
-            family, value, length = _parse_network(text, where)
+        for family, value, length, idx in parsed:
             if family == 4:
                 keys4, idxs4 = v4.setdefault(length, ([], []))
                 keys4.append(int.from_bytes(value, "big"))
@@ -141,7 +155,7 @@ class ContactTable:
             _sorted_level(length, np.array(k, dtype="S16"), np.array(i, dtype=np.int32), where, 6)
             for length, (k, i) in sorted(v6.items(), reverse=True)
         )
-        return cls(tuple(contacts), levels4, levels6, dict(asns or {}))
+        return cls(tuple(contacts), levels4, levels6, dict(asns or {}), *_interval_index(levels4))
 
     @classmethod
     def from_v4_arrays(
@@ -157,7 +171,7 @@ class ContactTable:
             sel = lengths == length
             keys = starts[sel].astype(np.uint32) & _v4_mask(length)
             levels.append(_sorted_level(length, keys, index[sel].astype(np.int32), "contacts", 4))
-        return cls(tuple(contacts), tuple(levels), ())
+        return cls(tuple(contacts), tuple(levels), (), {}, *_interval_index(tuple(levels)))
 
     def lookup_addr16(self, addrs: npt.NDArray[np.void]) -> npt.NDArray[np.int32]:
         """Contact index of each ``V16`` address by longest-prefix match (-1: no prefix)."""
@@ -176,17 +190,12 @@ class ContactTable:
     def lookup_v4(self, v4: npt.NDArray[np.uint32]) -> npt.NDArray[np.int32]:
         """Contact index of host-order uint32 IPv4 addresses (-1: no prefix)."""
         a = np.asarray(v4, dtype=np.uint32)
-        out = np.full(a.shape[0], -1, dtype=np.int32)
-        todo = np.arange(a.shape[0])
-        for level in self.v4:  # longest first: the first hit is the longest match
-            if todo.size == 0:
-                break
-            key = a[todo] & _v4_mask(level.length)
-            pos = np.searchsorted(level.keys, key)
-            np.minimum(pos, level.keys.size - 1, out=pos)
-            hit = level.keys[pos] == key
-            out[todo[hit]] = level.index[pos[hit]]
-            todo = todo[~hit]
+        if a.size < 4096:
+            return self.v4_owner[np.searchsorted(self.v4_bounds, a, side="right") - 1]
+        # sorted queries walk the bounds array in order: far fewer cache misses on big tables
+        order = np.argsort(a)
+        out = np.empty(a.size, dtype=np.int32)
+        out[order] = self.v4_owner[np.searchsorted(self.v4_bounds, a[order], side="right") - 1]
         return out
 
     def _lookup_v6(self, raw: npt.NDArray[np.uint8]) -> npt.NDArray[np.int32]:
@@ -211,6 +220,44 @@ class ContactTable:
         if idx < 0 and asn is not None:
             idx = self.asns.get(asn, -1)
         return self.contacts[idx] if idx >= 0 else None
+
+
+def _interval_index(levels: tuple[_Level, ...]) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int32]]:
+    """Flatten nested IPv4 prefixes into disjoint ranges owned by the longest covering prefix."""
+    if not levels:
+        return np.zeros(1, dtype=np.uint32), np.full(1, -1, dtype=np.int32)
+    starts = np.concatenate([lv.keys.astype(np.uint64) for lv in levels])
+    lengths = np.concatenate([np.full(lv.keys.size, lv.length, dtype=np.uint64) for lv in levels])
+    owner = np.concatenate([lv.index for lv in levels])
+    ends = starts + (np.uint64(1) << (np.uint64(32) - lengths))
+    order = np.lexsort((lengths, starts))  # by address; a covering prefix before the ones it holds
+    bounds: list[int] = []
+    owners: list[int] = []
+    stack: list[tuple[int, int]] = []  # (end, owner) of the prefixes covering the sweep position
+    pos = 0
+
+    def emit(upto: int, who: int) -> None:
+        nonlocal pos
+        if upto > pos:
+            if owners and owners[-1] == who:
+                pass  # same owner as the previous range: extend it
+            else:
+                bounds.append(pos)
+                owners.append(who)
+            pos = upto
+
+    for s, e, who in zip(starts[order].tolist(), ends[order].tolist(), owner[order].tolist(), strict=True):
+        while stack and stack[-1][0] <= s:
+            end, top = stack.pop()
+            emit(end, top)
+        emit(s, stack[-1][1] if stack else -1)
+        stack.append((e, who))
+    while stack:
+        end, top = stack.pop()
+        emit(end, top)
+    emit(1 << 32, -1)
+    # every bound is the start of a range, so below 2**32
+    return np.array(bounds, dtype=np.uint32), np.array(owners, dtype=np.int32)
 
 
 def _sorted_level(
@@ -293,7 +340,8 @@ class _Builder:
         self.source = source
         self.contacts: list[Contact] = []
         self.by_id: dict[str, int] = {}
-        self.networks: list[tuple[str, int]] = []
+        self.networks: list[tuple[int, bytes, int, int]] = []
+        self.by_row: dict[tuple[Any, ...], int] = {}
         self.asns: dict[int, int] = {}
 
     def contact(self, contact: Contact, where: str) -> int:
@@ -313,11 +361,10 @@ class _Builder:
                 raise ConfigError(where, f"AS{asn} is listed for two contacts")
             self.asns[asn] = idx
         else:
-            _parse_network(text, where)  # fail early with the row's position
-            self.networks.append((text, idx))
+            self.networks.append((*_parse_network(text, where), idx))
 
     def table(self) -> ContactTable:
-        return ContactTable.build(self.contacts, self.networks, self.asns, self.source)
+        return ContactTable._assemble(self.contacts, self.networks, self.asns, self.source)
 
 
 def _load_csv(text: str, source: str) -> ContactTable:
@@ -332,10 +379,15 @@ def _load_csv(text: str, source: str) -> ContactTable:
     b = _Builder(source)
     for row in reader:
         where = f"{source}: line {reader.line_num}"
-        if not (row.get("network") or "").strip():
+        network = (row.pop("network", None) or "").strip()
+        if not network:
             raise ConfigError(where, "network is missing")
-        idx = b.contact(_make_contact(row, where), where)
-        b.network(row["network"], idx, where)
+        # registry exports repeat one organisation over many prefixes: check its details once
+        key = tuple(row.values())
+        idx = b.by_row.get(key, -1)
+        if idx < 0:
+            idx = b.by_row[key] = b.contact(_make_contact(row, where), where)
+        b.network(network, idx, where)
     return b.table()
 
 

@@ -74,6 +74,22 @@ def test_matches_brute_force_on_random_nested_prefixes() -> None:
     assert sum(1 for w in want if w >= 0) > 300  # the probes do exercise matches
 
 
+def test_large_batches_take_the_sorted_path_with_the_same_answers() -> None:
+    rng = np.random.default_rng(3)
+    starts = rng.integers(0, 1 << 32, size=5000, dtype=np.uint64).astype(np.uint32)
+    lengths = rng.choice([8, 16, 20, 24, 32], size=5000)
+    masks = (0xFFFFFFFF << (32 - lengths.astype(np.uint64))) & 0xFFFFFFFF
+    keep = np.unique((starts & masks).astype(np.uint64) * 64 + lengths, return_index=True)[1]
+    contacts = [Contact(f"c{i}", "Org", "a@example.net") for i in range(keep.size)]
+    table = ContactTable.from_v4_arrays(contacts, starts[keep], lengths[keep],
+                                        np.arange(keep.size, dtype=np.int32))
+    probes = np.concatenate([starts[keep] + 1, rng.integers(0, 1 << 32, 20_000).astype(np.uint32)])
+    big = table.lookup_v4(probes)
+    small = np.concatenate([table.lookup_v4(probes[i:i + 1000]) for i in range(0, probes.size, 1000)])
+    assert big.tolist() == small.tolist()
+    assert (big >= 0).sum() > 5000
+
+
 def test_default_route_and_host_route() -> None:
     table = ContactTable.build(
         [Contact("any", "Anyone", "a@example.net"), Contact("host", "One host", "h@example.net")],
