@@ -202,12 +202,11 @@ def _group(
     hs = hashes[order]
     same = hs[1:] == hs[:-1]
     if same.any():
-        # equal hashes must mean equal keys: compare each row of a run with the one before
-        w = _words(keys)[order]
-        differ = np.any(w[1:] != w[:-1], axis=1)
-        if np.any(same & differ):
+        # equal hashes must mean equal keys: compare each such row with the one before
+        pos = np.flatnonzero(same)
+        raw = _words(keys)
+        if np.any(raw[order[pos]] != raw[order[pos + 1]]):
             # a 64-bit collision between different keys: exact lexicographic sort
-            raw = _words(keys)
             order = np.lexsort([*(raw[:, j] for j in range(_WORDS - 1, -1, -1)), hashes])
             w = raw[order]
             hs = hashes[order]
@@ -253,10 +252,20 @@ def merge(parts: list[Folded]) -> Folded:
         return parts[0]
     keys = concat_rows([p.keys for p in parts])
     hashes = np.concatenate([p.hashes for p in parts])
-    order, starts, _ = _group(keys, hashes)
+    order, starts, run = _group(keys, hashes)
     pick = order[starts]
+    n = hashes.shape[0]
+    # rows that repeat an earlier key (sorted positions); few when keys rarely recur
+    dup = np.flatnonzero(run[1:] == run[:-1]) + 1
 
     def red(ufunc: np.ufunc, values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        if dup.size * 4 < n:
+            # reduceat pays per segment; with mostly single-row groups, take the
+            # first row of each group and fold the few repeats in with ufunc.at
+            out = values[pick]
+            if dup.size:
+                ufunc.at(out, run[dup], values[order[dup]])
+            return out
         return ufunc.reduceat(values[order], starts, axis=0)
 
     return Folded(
