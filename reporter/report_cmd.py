@@ -30,6 +30,7 @@ from typing import Any
 from darknet_iodef import settings as cfg
 from darknet_iodef.errors import ConfigError, InputError, RecordError
 from darknet_iodef.events import decode_event, iso_time
+from reporter import delivery_cmd
 from reporter.contacts import load_contacts
 from reporter.documents import DocumentSet, OutgoingReport, build_documents
 from reporter.rid import SigningIdentity
@@ -67,6 +68,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="directory with iodef-2.0.xsd and rid-with-iodef-2.0.xsd: validate every document")
     p.add_argument("--sign-key", type=Path, metavar="KEY", help="PEM private key that signs RID Reports")
     p.add_argument("--sign-cert", type=Path, metavar="CERT", help="PEM certificate of --sign-key")
+    delivery_cmd.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -180,8 +182,8 @@ def run(args: argparse.Namespace) -> int:
     if settings.schemas_dir:
         _validate(docs, settings.schemas_dir)
     write_documents(docs, args.out)
-    # Delivery (--send) takes docs.reports (OutgoingReport: recipient, incident_id, rid_body, contact,
-    # channel) from here and hands them to its outbox; this command only writes documents.
+    # --send: the reports go through the durable outbox (reporter.delivery_cmd)
+    sent = delivery_cmd.send_if_asked(args, docs.reports, settings.operator_name, args.out)
     recipients = {r.recipient.id for r in docs.reports}
     unassigned = sum(1 for r in docs.reports if not r.recipient.assigned)
     held = ", ".join(f"{k} {v}" for k, v in docs.withheld_counts().items() if k != "no-contact")
@@ -190,4 +192,6 @@ def run(args: argparse.Namespace) -> int:
         f"{len(docs.reports)} documents ({unassigned} unassigned) for {len(recipients)} recipients; "
         f"not reported: {held or 'none'} -> {args.out}"
     )
+    if sent:
+        print(sent)
     return 0

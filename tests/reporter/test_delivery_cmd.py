@@ -1,0 +1,70 @@
+"""``darknet-iodef report --send`` end to end: RID receiver, SMTP server and spool, all on 127.0.0.1."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from darknet_iodef.cli import main
+
+from .conftest import EVENTS, events_jsonl
+from .pki import Pki, make_pki
+from .rid_peers import receiver_running
+from .test_delivery import contacts_toml, free_port
+from .test_mail import smtp_server
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_report_send_delivers_by_every_channel_once(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    pki: Pki = make_pki(tmp_path / "pki")
+    port = free_port()
+    (tmp_path / "contacts.toml").write_text(contacts_toml(port))
+    (tmp_path / "events.jsonl").write_bytes(events_jsonl(EVENTS))
+    outbox = tmp_path / "outbox.sqlite"
+    with receiver_running(tmp_path / "store", pki, [pki.client.subject], port=port) as srv, \
+            smtp_server() as (box, smtp_port):
+        argv = ["report", "--in", str(tmp_path / "events.jsonl"),
+                "--contacts", str(tmp_path / "contacts.toml"),
+                "--sign-key", str(pki.client.key_path), "--sign-cert", str(pki.client.cert_path),
+                "--send", "--outbox", str(outbox),
+                "--tls-cert", str(pki.client.cert_path), "--tls-key", str(pki.client.key_path),
+                "--tls-ca", str(pki.ca.cert_path), "--tls-allow", pki.server.fingerprint,
+                "--smtp-host", "127.0.0.1", "--smtp-port", str(smtp_port), "--spool", str(tmp_path / "spool")]
+        assert main([*argv, "--out", str(tmp_path / "out1")]) == 0
+        first = capsys.readouterr().out.splitlines()
+        with sqlite3.connect(outbox) as db:
+            rows = db.execute("SELECT channel, state, COUNT(*) FROM reports GROUP BY channel, state "
+                              "ORDER BY channel").fetchall()
+        channels = {c: n for c, state, n in rows if state == "sent"}
+        assert {state for _, state, _ in rows} == {"sent"}
+        assert set(channels) == {"rid", "email", "file"}
+        assert srv.config.store.count() == channels["rid"]
+        assert len(box.messages) == channels["email"]
+        spool = tmp_path / "spool"
+        spooled = sorted(p.relative_to(spool).parts[0] for p in spool.rglob("*.xml"))
+        assert len(spooled) == channels["file"] and set(spooled) == {"unassigned"}
+        total = sum(channels.values())
+        assert first[-1].startswith(f"send: {total} queued (0 already in the outbox); {total} delivered, "
+                                    "0 rejected, 0 to retry, 0 given up; outbox ")
+        # the same events again (e.g. a cron rerun): the same IncidentIDs, nothing sent twice
+        assert main([*argv, "--out", str(tmp_path / "out2")]) == 0
+        assert capsys.readouterr().out.splitlines()[-1].startswith(
+            f"send: 0 queued ({total} already in the outbox); 0 delivered")
+        assert srv.config.store.count() == channels["rid"] and srv.stats["duplicate"] == 0
+        assert len(box.messages) == channels["email"]
+
+
+def test_report_send_needs_tls_for_rid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "contacts.toml").write_text(contacts_toml(4590))
+    (tmp_path / "events.jsonl").write_bytes(events_jsonl(EVENTS))
+    pki = make_pki(tmp_path / "pki")
+    rc = main(["report", "--in", str(tmp_path / "events.jsonl"),
+               "--contacts", str(tmp_path / "contacts.toml"),
+               "--sign-key", str(pki.client.key_path), "--sign-cert", str(pki.client.cert_path),
+               "--out", str(tmp_path / "out"), "--send"])
+    assert rc == 2
+    assert "--tls-cert: reports for RID endpoints need --tls-cert" in capsys.readouterr().err
