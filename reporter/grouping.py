@@ -60,7 +60,7 @@ __all__ = [
 REPORTED_KINDS: Final = ("scan", "backscatter")
 #: IANA protocol numbers of the transports events name (``protocol.transport``)
 PROTOCOL_NUMBERS: Final = {
-    "icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "gre": 47, "esp": 50,
+    "icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "ipv6": 41, "gre": 47, "esp": 50,
     "icmp6": 58, "ipv6-icmp": 58, "icmpv6": 58, "sctp": 132,
 }
 
@@ -81,7 +81,7 @@ class ReportableEvent:
     protocol: int | None
     source_port: int | None
     destination_port: int | None
-    ports: tuple[int, ...]
+    ports: tuple[tuple[int | None, int], ...]  # (protocol number, port), most packets first
     port_count: int | None
     scan_kind: str | None
     tool: str | None
@@ -92,10 +92,13 @@ class ReportableEvent:
     packets: int | None
     bytes: int | None
     distinct_destinations: int | None
+    destinations_capped: bool
     known_scanner: str | None
     spoofed: bool
     attacker_slash16s: int | None
     icmp_type: int | None
+    peak_rate_pps: float | None
+    responses: tuple[tuple[str, int], ...]
     identifier: str
     raw: Mapping[str, Any]
 
@@ -135,7 +138,8 @@ def _text(ev: Mapping[str, Any], name: str, limit: int = 200) -> str | None:
     return s
 
 
-def _evidence(v: Any) -> str | None:
+def _evidence(v: Any, tool: str | None) -> str | None:
+    """Evidence text; from the aggregator's ``{fingerprint: "m/n sampled probes: rule"}`` the tool's own."""
     if v is None or v == "" or v == [] or v == {}:
         return None
     if isinstance(v, str):
@@ -143,8 +147,42 @@ def _evidence(v: Any) -> str | None:
     if isinstance(v, list):
         return "; ".join(str(x) for x in v)[:500]
     if isinstance(v, dict):
-        return "; ".join(f"{k}={v[k]}" for k in sorted(v))[:500]
+        if tool is not None and tool in v:
+            return str(v[tool])[:500]
+        return "; ".join(f"{k}: {v[k]}" for k in sorted(v))[:500]
     return str(v)[:500]
+
+
+def _first(ev: Mapping[str, Any], *names: str) -> str:
+    """The first of several field names the event carries (the aggregator's name comes first)."""
+    return next((n for n in names if ev.get(n) is not None), names[0])
+
+
+def _proto_number(text: str, field: str) -> int:
+    t = text.lower()
+    n = int(t) if t.isdigit() else PROTOCOL_NUMBERS.get(t, -1)
+    if not 0 <= n <= 255:
+        raise ValueError(f"field {field}: {text!r} is not a known protocol")
+    return n
+
+
+def _ports(ev: Mapping[str, Any], protocol: int | None) -> list[tuple[int | None, int]]:
+    """``extra.ports``: plain ports, or the aggregator's ``{"port", "protocol", ...}`` rows."""
+    value = ev.get("extra.ports") or []
+    if not isinstance(value, list):
+        raise ValueError(f"field extra.ports: {value!r} is not a list")
+    out: list[tuple[int | None, int]] = []
+    for p in value:
+        proto = protocol
+        if isinstance(p, dict):
+            if isinstance(p.get("protocol"), str | int) and not isinstance(p.get("protocol"), bool):
+                proto = _proto_number(str(p["protocol"]), "extra.ports")
+            p = p.get("port")
+        if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= 65535:
+            raise ValueError(f"field extra.ports: {p!r} is not a port")
+        if (proto, p) not in out:
+            out.append((proto, p))
+    return out
 
 
 def parse_reportable(ev: Mapping[str, Any], source: str = "events", position: str = "") -> ReportableEvent:
@@ -160,24 +198,22 @@ def parse_reportable(ev: Mapping[str, Any], source: str = "events", position: st
         protocol: int | None = None
         if transport is not None:
             transport = transport.lower()
-            if transport.isdigit():
-                protocol = int(transport)
-            elif transport in PROTOCOL_NUMBERS:
-                protocol = PROTOCOL_NUMBERS[transport]
-            else:
-                raise ValueError(f"field protocol.transport: {transport!r} is not a known protocol")
-            if not 0 <= protocol <= 255:
-                raise ValueError(f"field protocol.transport: {transport!r} is out of range")
-        ports_v = ev.get("extra.ports") or []
-        if not isinstance(ports_v, list):
-            raise ValueError(f"field extra.ports: {ports_v!r} is not a list")
-        ports: list[int] = []
-        for p in ports_v:
-            if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= 65535:
-                raise ValueError(f"field extra.ports: {p!r} is not a port")
-            ports.append(p)
-        slash16 = ev.get("extra.attacker_slash16s")
-        attackers = len(slash16) if isinstance(slash16, list) else _int(ev, "extra.attacker_slash16s")
+            protocol = _proto_number(transport, "protocol.transport")
+        ports = _ports(ev, protocol)
+        slash_name = _first(ev, "extra.attacker_networks_16", "extra.attacker_slash16s")
+        slash16 = ev.get(slash_name)
+        attackers = len(slash16) if isinstance(slash16, list) else _int(ev, slash_name)
+        responses_v = ev.get("extra.responses") or {}
+        if not isinstance(responses_v, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            for k, v in responses_v.items()
+        ):
+            raise ValueError(f"field extra.responses: {responses_v!r} is not a map of counts")
+        responses = tuple(sorted(responses_v.items(), key=lambda kv: (-kv[1], kv[0])))
+        icmp_type = _int(ev, "extra.icmp_type", 0, 255)
+        if icmp_type is None and protocol in (1, 58) and responses_v.get("icmp-echo-reply"):
+            icmp_type = 0 if protocol == 1 else 129  # echo reply: the victim answered pings
+        tool = _text(ev, "extra.tool", 64)
         known = ev.get("extra.known_scanner")
         known_text = None
         if known not in (None, False, ""):
@@ -199,20 +235,24 @@ def parse_reportable(ev: Mapping[str, Any], source: str = "events", position: st
             source_port=_int(ev, "source.port", 0, 65535),
             destination_port=_int(ev, "destination.port", 0, 65535),
             ports=tuple(ports),
-            port_count=_int(ev, "extra.port_count"),
+            port_count=_int(ev, _first(ev, "extra.ports_distinct", "extra.port_count")),
             scan_kind=_text(ev, "extra.kind", 32),
-            tool=_text(ev, "extra.tool", 64),
-            tool_evidence=_evidence(ev.get("extra.tool_evidence")),
+            tool=tool,
+            tool_evidence=_evidence(ev.get("extra.tool_evidence"), tool),
             coverage=_float(ev, "extra.coverage", 0.0, 1.0),
-            rate_pps=_float(ev, "extra.estimated_rate_pps"),
+            rate_pps=_float(ev, _first(ev, "extra.rate_pps_estimated", "extra.estimated_rate_pps")),
             confidence=_float(ev, "extra.confidence", 0.0, 1.0),
             packets=_int(ev, "extra.packets"),
             bytes=_int(ev, "extra.bytes"),
-            distinct_destinations=_int(ev, "extra.distinct_destinations"),
+            distinct_destinations=_int(ev, _first(ev, "extra.destinations_distinct",
+                                                  "extra.distinct_destinations")),
+            destinations_capped=ev.get("extra.destinations_capped") is True,
             known_scanner=known_text,
             spoofed=spoofed,
             attacker_slash16s=attackers,
-            icmp_type=_int(ev, "extra.icmp_type", 0, 255),
+            icmp_type=icmp_type,
+            peak_rate_pps=_float(ev, "extra.peak_rate_pps_estimated"),
+            responses=responses,
             identifier=str(ev["classification.identifier"]),
             raw=ev,
         )

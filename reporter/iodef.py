@@ -138,15 +138,28 @@ def _proto_name(e: ReportableEvent) -> str:
     return _NAMES_BY_NUMBER.get(e.protocol or -1, f"protocol {e.protocol}").upper()
 
 
-def _ports_of(e: ReportableEvent) -> list[int]:
-    ports = list(e.ports)
-    if e.destination_port is not None and e.destination_port not in ports:
-        ports.insert(0, e.destination_port)
-    return ports
+def _ports_by_protocol(e: ReportableEvent, main_port: int | None) -> dict[int | None, list[int]]:
+    """Ports per protocol, the event's main port first (insertion order = importance)."""
+    out: dict[int | None, list[int]] = {}
+    if main_port is not None:
+        out[e.protocol] = [main_port]
+    for proto, port in e.ports:
+        lst = out.setdefault(proto, [])
+        if port not in lst:
+            lst.append(port)
+    return out
+
+
+def _proto_label(proto: int | None) -> str:
+    return _NAMES_BY_NUMBER.get(proto, f"protocol {proto}").upper() if proto is not None else "IP"
 
 
 def _utc(ns: int) -> str:
     return iso_time(ns)
+
+
+def _attack_rate(e: ReportableEvent) -> float:
+    return max(e.rate_pps or 0.0, e.peak_rate_pps or 0.0)
 
 
 def _severity_backscatter(rate: float | None) -> str:
@@ -168,8 +181,8 @@ def _assessment(parent: etree._Element, kind: str, events: Sequence[ReportableEv
                                "compromised or misused for scanning.")
     else:
         _el(a, "IncidentCategory", "availability/ddos")
-        rate = max((e.rate_pps or 0.0 for e in events), default=0.0)
-        known_port = any(e.source_port is not None for e in events)
+        rate = max((_attack_rate(e) for e in events), default=0.0)
+        known_port = any(e.source_port is not None or e.ports for e in events)
         si = _el(a, "SystemImpact", severity=_severity_backscatter(rate),
                  type="availability-service" if known_port else "availability-system")
         _el(si, "Description", "The host answered packets with spoofed source addresses: it was the "
@@ -186,16 +199,19 @@ def _assessment(parent: etree._Element, kind: str, events: Sequence[ReportableEv
 def _scan_description(ip: str, events: Sequence[ReportableEvent]) -> str:
     parts = []
     for e in events:
-        ports = _ports_of(e)
+        by_proto = _ports_by_protocol(e, e.destination_port)
         what = f"{e.scan_kind} scan" if e.scan_kind else "scan"
-        where = f" of {_proto_name(e)}"
-        if ports:
-            shown = ",".join(str(p) for p in ports[:10])
-            more = (e.port_count or len(ports)) - len(ports[:10])
-            where += f" port{'s' if len(ports) > 1 else ''} {shown}"
-            where += f" (+{more} more)" if more > 0 else ""
+        listed = [f"{_proto_label(p)} port{'s' if len(ports) > 1 else ''} {','.join(map(str, ports))}"
+                  for p, ports in by_proto.items()]
+        where = f" of {' and '.join(listed)}" if listed else f" of {_proto_name(e)}"
+        shown = sum(len(v) for v in by_proto.values())
+        more = (e.port_count or shown) - shown
+        where += f" (+{more} more)" if more > 0 else ""
         tool = f" with {e.tool}" if e.tool else ""
-        dests = f", {e.distinct_destinations} dark addresses" if e.distinct_destinations is not None else ""
+        dests = ""
+        if e.distinct_destinations is not None:
+            least = "at least " if e.destinations_capped else ""
+            dests = f", {least}{e.distinct_destinations} dark addresses"
         parts.append(f"{what}{where}{tool}{dests}")
     return f"{ip}: " + "; ".join(parts)
 
@@ -243,7 +259,9 @@ def _scan_eventdata(inc: etree._Element, src: SourceGroup, settings: ReporterSet
     role = _el(t, "NodeRole", category="honeypot")
     _el(role, "Description", "network telescope (darknet): unused addresses that no host answers from")
     for e in evs:
-        _service(t, e.protocol, _ports_of(e), e.icmp_type)
+        by_proto = _ports_by_protocol(e, e.destination_port) or {e.protocol: []}
+        for proto, ports in by_proto.items():
+            _service(t, proto, ports, e.icmp_type if proto == e.protocol else None)
     dests = [e.distinct_destinations for e in evs if e.distinct_destinations is not None]
     if dests:
         _counter(t, max(dests), "count", "host", "distinct dark addresses probed")
@@ -255,11 +273,7 @@ def _backscatter_eventdata(inc: etree._Element, src: SourceGroup, settings: Repo
                            telescope: Sequence[TelescopeAddress]) -> None:
     evs = src.events
     ed = _el(inc, "EventData")
-    vectors = "; ".join(
-        f"{_proto_name(e)}" + (f" port {e.source_port}" if e.source_port is not None else "")
-        + (f", about {_num(round(e.rate_pps))} packets/s at the victim" if e.rate_pps else "")
-        for e in evs
-    )
+    vectors = "; ".join(_vector_text(e) for e in evs)
     _el(ed, "Description", f"{src.ip}: denial-of-service attack seen through backscatter ({vectors})")
     _source_times(ed, evs)
     _assessment(ed, "backscatter", evs, settings)
@@ -267,13 +281,17 @@ def _backscatter_eventdata(inc: etree._Element, src: SourceGroup, settings: Repo
     victim = _el(flow, "System", category="target", spoofed="no")
     _address(_el(victim, "Node"), src.ip)
     for e in evs:
-        _service(victim, e.protocol, [] if e.source_port is None else [e.source_port], e.icmp_type)
+        ports = _ports_by_protocol(e, e.source_port).get(e.protocol, [])
+        _service(victim, e.protocol, ports, e.icmp_type)
     packets = [e.packets for e in evs if e.packets is not None]
     if packets:
         _counter(victim, sum(packets), "count", "packet", "backscatter packets seen by the telescope")
     rates = [e.rate_pps for e in evs if e.rate_pps is not None]
     if rates:
-        _counter(victim, max(rates), "rate", "packet", "estimated attack rate at the victim", "second")
+        _counter(victim, max(rates), "rate", "packet", "estimated mean attack rate at the victim", "second")
+    peaks = [e.peak_rate_pps for e in evs if e.peak_rate_pps is not None]
+    if peaks:
+        _counter(victim, max(peaks), "rate", "packet", "estimated peak attack rate at the victim", "second")
     attacker = _el(flow, "System", category="source", spoofed="yes")
     _el(_el(attacker, "Node"), "Address", "::/0" if ":" in src.ip else "0.0.0.0/0",
         category="ipv6-net" if ":" in src.ip else "ipv4-net")
@@ -287,6 +305,19 @@ def _backscatter_eventdata(inc: etree._Element, src: SourceGroup, settings: Repo
     _el(role, "Description", "network telescope (darknet) that received the victim's replies")
     _el(ed, "Expectation", action="investigate")
     _event_refs(ed, evs)
+
+
+def _vector_text(e: ReportableEvent) -> str:
+    ports = _ports_by_protocol(e, e.source_port).get(e.protocol, [])
+    text = _proto_name(e)
+    if ports:
+        text += f" port{'s' if len(ports) > 1 else ''} {','.join(map(str, ports))}"
+    rate = _attack_rate(e)
+    if rate:
+        text += f", about {_num(round(rate))} packets/s at the victim"
+    if e.responses:
+        text += ", replies: " + ", ".join(f"{n} {name}" for name, n in e.responses)
+    return text
 
 
 _TITLES: Final = {

@@ -89,7 +89,7 @@ def test_scan_with_tool_content(settings: ReporterSettings, contacts: ContactTab
     assert text(ed, "i:Assessment/i:SystemImpact/@type") == ["takeover-system"]
     assert text(ed, "i:Assessment/i:AdditionalData[@meaning='confidence']") == ["0.95"]
     assert text(ed, "i:Method/i:Description") == [
-        "Scanning tool zmap, identified from packet fingerprints: IP ID 54321 on 3 of 3 sampled probes"]
+        "Scanning tool zmap, identified from packet fingerprints: 3/3 sampled probes: IP ID 54321"]
     src = ed.find("i:Flow/i:System[@category='source']", NS)
     assert src.get("spoofed") == "no"
     assert text(src, "i:Node/i:Address") == ["192.0.2.10"]
@@ -113,9 +113,12 @@ def test_scan_with_tool_content(settings: ReporterSettings, contacts: ContactTab
 def test_scan_without_tool_has_no_method_and_a_portlist(settings: ReporterSettings) -> None:
     root = build_iodef(one_group([by_id("scan-strobe-2")], settings), settings)
     assert root.findall(".//i:Method", NS) == []
-    assert text(root, "//i:System[@category='target']/i:Service/i:Portlist") == ["22,23,80,443,8080"]
+    # one Service per protocol of the aggregator's port rows
+    services = root.findall(".//i:System[@category='target']/i:Service", NS)
+    assert [(s.get("ip-protocol"), [c.text for c in s]) for s in services] == [
+        ("6", ["22,23,80,443"]), ("17", ["53"])]
     assert text(root, "//i:EventData/i:Description") == [
-        "192.0.2.77: strobe scan of TCP ports 22,23,80,443,8080, 398 dark addresses"]
+        "192.0.2.77: strobe scan of TCP ports 22,23,80,443 and UDP port 53, 398 dark addresses"]
     # no contact table: the default TLP and no abuse contact
     assert root.find("i:Incident", NS).get("restriction") == "amber"
     assert text(root, "//i:Incident/i:Contact/@role") == ["creator"]
@@ -150,7 +153,11 @@ def test_backscatter_tcp(settings: ReporterSettings, contacts: ContactTable) -> 
     victim = ed.find("i:Flow/i:System[@category='target']", NS)
     assert text(victim, "i:Node/i:Address") == ["192.0.2.200"]
     assert text(victim, "i:Service/@ip-protocol") == ["6"]
-    assert text(victim, "i:Service/i:Port") == ["80"]
+    assert text(victim, "i:Service/i:Portlist") == ["80,443"]  # the attacked ports
+    assert [c.get("meaning") for c in victim.findall("i:Counter", NS)] == [
+        "backscatter packets seen by the telescope", "estimated mean attack rate at the victim",
+        "estimated peak attack rate at the victim"]
+    assert text(victim, "i:Counter") == ["5400", "117000", "131072"]
     attacker = ed.find("i:Flow/i:System[@category='source']", NS)
     assert attacker.get("spoofed") == "yes"
     assert text(attacker, "i:Node/i:Address") == ["0.0.0.0/0"]
@@ -159,8 +166,8 @@ def test_backscatter_tcp(settings: ReporterSettings, contacts: ContactTable) -> 
     sensor = ed.find("i:Flow/i:System[@category='sensor']", NS)
     assert text(sensor, "i:NodeRole/@category") == ["honeypot"]
     assert text(ed, "i:Description") == [
-        "192.0.2.200: denial-of-service attack seen through backscatter "
-        "(TCP port 80, about 131072 packets/s at the victim)"]
+        "192.0.2.200: denial-of-service attack seen through backscatter (TCP ports 80,443, "
+        "about 131072 packets/s at the victim, replies: 5300 tcp-syn-ack, 100 tcp-rst)"]
 
 
 def test_backscatter_icmp_has_prototype_and_system_impact(settings: ReporterSettings) -> None:
