@@ -38,15 +38,16 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from darknet_iodef.bus.base import Consumer, Message, Producer, TopicPartition
+from darknet_iodef.bus.base import Bus, Consumer, Message, Producer, TopicPartition
 from darknet_iodef.bus.deadletter import encode_dead_letter
+from darknet_iodef.bus.settings import BusSettings
 from darknet_iodef.errors import InputError, TransientError
-from darknet_iodef.metrics import StageMetrics
+from darknet_iodef.metrics import StageMetrics, stage_metrics
 
-__all__ = ["Backoff", "Output", "RunStats", "Runner", "Stage"]
+__all__ = ["Backoff", "Output", "RunStats", "Runner", "Stage", "Stopped", "runner_for"]
 
 log = logging.getLogger(__name__)
 
@@ -335,3 +336,46 @@ class Runner:
             return
         for (topic, partition), n in lag.items():
             self.metrics.consumer_lag.labels(topic, str(partition)).set(n)
+
+
+def runner_for(
+    stage: Stage,
+    bus: Bus,
+    settings: BusSettings,
+    *,
+    group: str,
+    topics: Sequence[str],
+    stop: threading.Event | None = None,
+    with_metrics: bool = True,
+) -> Runner:
+    """A runner for ``stage`` reading ``topics`` in ``group``, everything else from ``[bus]``.
+
+    The topics this program creates (flows, events, dead letters) are ensured
+    first; a broker that is not there yet is waited for with the same backoff
+    as every other transient failure.
+    """
+    backoff = Backoff(settings.retry_backoff_s, settings.retry_backoff_max_s)
+    stop = stop or threading.Event()
+    wanted = list(dict.fromkeys([*settings.topic_partitions(), *topics]))
+    while True:
+        try:
+            bus.ensure_topics(wanted)
+            break
+        except TransientError as exc:
+            delay = backoff.next()
+            log.warning("%s: broker not ready (%s); retry %d in %.1f s", stage.name, exc, backoff.attempt,
+                        delay)
+            if stop.wait(delay):
+                break
+    backoff.reset()
+    return Runner(
+        stage,
+        bus.consumer(group, topics),
+        bus.producer(),
+        dead_letter_topic=settings.dead_letter_topic,
+        metrics=stage_metrics(stage.name) if with_metrics else None,
+        backoff=backoff,
+        max_records=settings.max_poll_records,
+        poll_timeout=settings.poll_timeout_s,
+        stop=stop,
+    )

@@ -293,6 +293,9 @@ class KafkaBusConsumer:
         self._client: Any = None
         self._last_topic_check = float("-inf")
         self._last_poll_empty = True
+        self._topic_ids: dict[str, object] = {}
+        #: topics found re-created under the same name (a broker that lost its storage)
+        self.recreated_topics = 0
         #: calls to poll (a test checks that waiting for a broker does not spin)
         self.polls = 0
 
@@ -336,10 +339,12 @@ class KafkaBusConsumer:
         except TransientError:
             self._pause(started, timeout)
             raise
+        renewed = self._renewed_topics(client)
         out = [
             Message(r.topic, r.partition, r.offset, r.key, r.value if r.value is not None else b"",
                     r.timestamp if r.timestamp is not None else -1)
             for tp in sorted(batches, key=lambda t: (t.topic, t.partition))
+            if tp.topic not in renewed
             for r in batches[tp]
         ]
         self._last_poll_empty = not out
@@ -350,6 +355,41 @@ class KafkaBusConsumer:
             # an empty poll still takes its timeout, so no caller can spin on it
             self._pause(started, timeout)
         return out
+
+    def _renewed_topics(self, client: Any) -> set[str]:
+        """Topics whose identity changed since the last poll: read them again from the start.
+
+        A topic deleted and created again under the same name (a broker that lost
+        its storage) starts again at offset 0, but this member's positions still
+        point where the old topic ended; until the group notices and rejoins, it
+        would fetch from there and skip the new topic's first records. Kafka
+        metadata carries a topic id (KIP-516) that changes in that case: the
+        member then discards what it just fetched of the topic and goes back to
+        its beginning (at-least-once: some records may be read twice).
+        """
+        cluster = getattr(client, "_cluster", None)
+        topic_id = getattr(cluster, "topic_id", None)
+        if topic_id is None:
+            return set()
+        renewed: set[str] = set()
+        for topic in self.topics:
+            now = topic_id(topic)
+            if now is None:
+                continue
+            before = self._topic_ids.get(topic)
+            self._topic_ids[topic] = now
+            if before is not None and before != now:
+                renewed.add(topic)
+        if renewed:
+            from kafka import TopicPartition as KTP
+
+            owned = [tp for tp in client.assignment() if tp.topic in renewed]
+            log.warning("Kafka topics %s were created anew (the broker lost them); reading them again "
+                        "from their start", ", ".join(sorted(renewed)))
+            self.recreated_topics += len(renewed)
+            if owned:
+                client.seek_to_beginning(*[KTP(tp.topic, tp.partition) for tp in owned])
+        return renewed
 
     @staticmethod
     def _pause(started: float, timeout: float) -> None:

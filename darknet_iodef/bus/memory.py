@@ -95,7 +95,8 @@ class MemoryBus:
             n = partitions or self._declared.get(name) or self._default_partitions
             log = self._logs[name] = [[] for _ in range(n)]
             for group in self._groups.values():
-                self._rebalance(group)
+                if any(name in m.topics for m in group.members):
+                    self._rebalance(group)  # a subscribed topic appeared: its partitions need owners
         return log
 
     def _append(self, records: Sequence[tuple[str, bytes | None, bytes, int | None]]) -> None:
