@@ -37,7 +37,7 @@ from typing import Protocol
 
 from darknet_iodef.errors import ConfigError
 from darknet_iodef.events import iso_time
-from reporter.delivery_metrics import DELIVERY_ATTEMPTS, OUTBOX_REPORTS
+from darknet_iodef.metrics import reporter_metrics
 from reporter.documents import OutgoingReport
 from reporter.mail import summary_text
 from reporter.outbox import Outbox, OutboxItem, Report, State
@@ -176,8 +176,15 @@ class DirectorySender:
 
 
 def _gauge(outbox: Outbox) -> None:
-    for state, n in outbox.counts().items():
-        OUTBOX_REPORTS.labels(state.value).set(n)
+    reporter_metrics().queued_reports.set(outbox.counts()[State.QUEUED])
+
+
+def _count(channel: str, outcome: Outcome) -> None:
+    m = reporter_metrics()
+    if outcome.kind is OutcomeKind.DELIVERED:
+        m.sent_reports.labels(channel).inc()
+    else:
+        m.failed_reports.labels(channel, outcome.kind.value).inc()
 
 
 def deliver_due(outbox: Outbox, senders: Mapping[str, Sender], now: float, limit: int = 100) -> DeliveryStats:
@@ -196,7 +203,7 @@ def deliver_due(outbox: Outbox, senders: Mapping[str, Sender], now: float, limit
                 outcome = Outcome(OutcomeKind.TRANSIENT, f"internal error: {exc!r}")
         state = outbox.record(item.id, outcome, now)
         attempted += 1
-        DELIVERY_ATTEMPTS.labels(r.channel, outcome.kind.value).inc()
+        _count(r.channel, outcome)
         if state is State.SENT:
             delivered += 1
             log.info("delivered report %s to %s by %s", r.incident_id, r.recipient, r.channel)

@@ -46,7 +46,7 @@ from cryptography import x509
 from lxml import etree
 
 from darknet_iodef.errors import DocumentError
-from reporter.delivery_metrics import RECEIVER_CONNECTIONS_REFUSED, RECEIVER_REQUESTS, RECEIVER_STORED_BYTES
+from darknet_iodef.metrics import receiver_metrics
 from reporter.receiver_store import ReceiverStore, describe_report
 from reporter.rid import open_report
 from reporter.schemas import Schemas
@@ -66,6 +66,12 @@ log = logging.getLogger(__name__)
 MEDIA_TYPE = "text/xml"
 #: longest chunk-size line accepted in a chunked body (hex size plus extensions)
 _MAX_CHUNK_LINE = 1024
+
+
+#: the reason label of darknet_receiver_refused_reports_total, per answer (a closed set)
+_REASON_CLASS = {400: "invalid", 403: "forbidden", 404: "path", 405: "method", 408: "timeout",
+                 411: "length-required", 413: "too-large", 415: "media-type", 431: "headers",
+                 500: "internal", 501: "not-implemented"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +202,16 @@ class _Handler(BaseHTTPRequestHandler):
                 head[name] = ", ".join(values)
         return head
 
+    def handle_expect_100(self) -> bool:
+        # "Expect: 100-continue" asks before sending the body: refuse from the head
+        # (size, type, allow-list) so a 100 MB body is never sent at all
+        refusal = check_request(self.command, self.path, self._head(), self.peer_allowed,
+                                self.server.config.max_body_bytes)
+        if refusal is not None:
+            self._refuse(refusal)
+            return False
+        return super().handle_expect_100()
+
     def _refuse(self, r: Refusal) -> None:
         self._reply(r.status, r.reason, close=r.close, allow=r.allow)
 
@@ -303,7 +319,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(500, "the report could not be stored; send it again later")
             return
         if new:
-            RECEIVER_STORED_BYTES.inc(len(body))
             log.info("accepted report %s (name %s, %s) from %s, %d bytes, stored as #%d",
                      info.incident_id, info.incident_name, info.kind or info.purpose, self.peer.subject,
                      len(body), row)
@@ -335,7 +350,10 @@ class RidServer(ThreadingHTTPServer):
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def _count(self, status: int) -> None:
-        RECEIVER_REQUESTS.labels(str(status)).inc()
+        if status < 300:
+            receiver_metrics().accepted_reports.inc()
+        else:
+            receiver_metrics().refused_reports.labels(_REASON_CLASS.get(status, "other")).inc()
         with self._stats_lock:
             self.stats[str(status)] += 1
 
@@ -344,7 +362,7 @@ class RidServer(ThreadingHTTPServer):
             self.stats["stored" if new else "duplicate"] += 1
 
     def _refused(self, reason: str) -> None:
-        RECEIVER_CONNECTIONS_REFUSED.labels(reason).inc()
+        receiver_metrics().refused_reports.labels(reason).inc()
         with self._stats_lock:
             self.stats[f"refused_{reason}"] += 1
 

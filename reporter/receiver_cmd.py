@@ -11,6 +11,7 @@ from types import FrameType
 
 from cryptography import x509
 
+from darknet_iodef import metrics
 from darknet_iodef.errors import ConfigError
 from darknet_iodef.settings import load, load_toml
 from reporter.delivery_settings import ReceiverSettings, parse_listen
@@ -62,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--request-timeout-s", dest="request_timeout_s", type=float,
                    help="deadline for handshake plus one request (30 s)")
     p.add_argument("--max-connections", dest="max_connections", type=int, help="concurrent connections (32)")
+    p.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics there (default: off)")
     p.set_defaults(func=run)
 
 
@@ -114,6 +116,13 @@ def build_server(s: ReceiverSettings) -> RidServer:
 
 def run(args: argparse.Namespace) -> int:
     server = build_server(_settings(args))
+    if getattr(args, "metrics", None):
+        try:
+            metrics.serve(args.metrics)
+        except ConfigError:
+            server.server_close()
+            server.config.store.close()
+            raise
     host, port = server.server_address[:2]
 
     def stop(signum: int, frame: FrameType | None) -> None:

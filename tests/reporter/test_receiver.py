@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
+from prometheus_client import REGISTRY
 
 from reporter.iodef import IODEF_NS, build_iodef
 from reporter.receiver import Refusal, RidServer, check_request
@@ -289,12 +290,19 @@ HEAD = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
 
 def test_100_mb_bodies_are_refused_while_reading(server: RidServer, pki: Pki,
                                                  reports: list[SignedReport]) -> None:
+    metric = ("darknet_receiver_refused_reports_total", {"reason": "too-large"})
+    refused = REGISTRY.get_sample_value(*metric) or 0
     # announced: refused from the head, not a byte of the body read
     with _tls(server, pki) as s:
         s.sendall(HEAD + b"Content-Length: 104857600\r\n\r\n")
         answer = _answer(s)
     assert answer.startswith(b"HTTP/1.1 413 ")
     assert answer.endswith(b"message of 104857600 bytes exceeds the limit of 1048576\n")
+    # asked first (Expect: 100-continue): refused instead of "100 Continue"
+    with _tls(server, pki) as s:
+        s.sendall(HEAD + b"Content-Length: 104857600\r\nExpect: 100-continue\r\n\r\n")
+        answer = _answer(s)
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"100 Continue" not in answer
     # chunked: the size is known only while reading; the server stops at the limit
     sent = 0
     chunk = b"%x\r\n" % 65536 + b"<" * 65536 + b"\r\n"
@@ -308,7 +316,8 @@ def test_100_mb_bodies_are_refused_while_reading(server: RidServer, pki: Pki,
             pass  # the server closed after its answer: what we wanted
         answer = _answer(s)
     assert sent < 100 * 1024 * 1024
-    assert server.stats["413"] == 2
+    assert server.stats["413"] == 3
+    assert REGISTRY.get_sample_value(*metric) == refused + 3
     if answer:  # the answer may be lost to the reset that the unread rest of the body causes
         assert answer.startswith(b"HTTP/1.1 413 ")
     accepted(server, pki, reports[0])
