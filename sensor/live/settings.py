@@ -4,10 +4,12 @@ Sizing the ring (theory of operation): the ring is ``block_count`` blocks of
 ``block_size`` bytes. The kernel hands a block over when it is full or
 ``block_timeout_ms`` after its first packet, so the timeout bounds the delay
 at low rates and the ring size bounds how long the agent may stall (a flow
-interval being written, a slow disk) before the kernel drops: at 60-byte
-frames a frame takes ~112 bytes of ring, so the default 64 MiB ring holds
-~600,000 frames -- several seconds of a NICTER-class burst (DOMAIN.md
-section 1: ~21,700 pps average).
+interval being written, a slow disk) before the kernel drops. A frame takes
+its length plus 82 bytes (the packet header and link address the kernel
+writes before it), rounded up to 8: a 60-byte SYN takes 144 bytes (measured),
+so the default 64 MiB ring holds ~466,000 of them -- 20 s of a NICTER-class
+feed (DOMAIN.md section 1: ~21,700 pps average), several seconds of its
+bursts.
 """
 
 from __future__ import annotations

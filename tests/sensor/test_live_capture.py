@@ -259,3 +259,38 @@ def test_kernel_counts_drops_when_the_ring_is_full(
     assert 0 < kept < 100
     assert st.drops == sent - kept
     assert st.freeze_q_cnt >= 1
+
+
+def test_a_quiet_link_still_closes_its_interval(capture: tuple[Path, dict[str, int]], veth: VethPair) -> None:
+    """No packet after the replay: the idle tick moves event time on, and the interval closes.
+
+    With 1 s intervals the batches come out while the agent still runs (before
+    stop), each the same as the file path's flows for that interval's packets.
+    """
+    path, kinds = capture
+    batches: list[FlowBatch] = []
+    stop, ready = threading.Event(), threading.Event()
+    settings = load(SensorSettings, "sensor", {"darknet": DARKNET, "interval": 1}, environ={})
+    result: dict[str, Any] = {}
+
+    def agent() -> None:
+        with enter_netns(veth.cap_ns):
+            result["summary"] = run_live(veth.cap_if, DarkPrefixes.parse(DARKNET), settings, _live(),
+                                         batches.append, stop=stop, ready=ready, handle_signals=False)
+
+    t = threading.Thread(target=agent)
+    t.start()
+    try:
+        assert ready.wait(20)
+        subprocess.run(veth.send_cmd(*_replay(path, veth)), check=True, capture_output=True, timeout=60)
+        for _ in range(100):  # the interval closes ~1 s (its end) + 0.05 s + 1 s (margin) later
+            if sum(b.stats["packets"] for b in batches) == sum(kinds.values()):
+                break
+            time.sleep(0.1)
+        before_stop = list(batches)
+    finally:
+        stop.set()
+        t.join(30)
+    assert sum(b.stats["packets"] for b in before_stop) == sum(kinds.values())
+    assert len(batches) == len(before_stop)  # nothing was left for the final flush
+    assert _flow_totals(before_stop) == _flow_totals(_from_file(path))
