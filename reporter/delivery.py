@@ -103,6 +103,8 @@ def outbox_reports(reports: Iterable[OutgoingReport], operator: str = "the teles
         if channel not in wanted:
             continue
         contact = r.contact
+        if channel == "file" and contact is not None and not contact.send:
+            continue  # the contact asked not to be sent anything, spool included
         if channel == "rid":
             assert contact is not None and contact.rid_url and r.rid_body is not None
             out.append(Report(r.incident_id, r.recipient.id, "rid", contact.rid_url, r.rid_body,
