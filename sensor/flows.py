@@ -296,7 +296,7 @@ class FlowBuilder:
             samples = Candidates.concat(iv.candidates).select(self._k).rows
         else:
             samples = np.zeros(0, SAMPLE_DTYPE)
-        sources = _count_sources(flows)
+        sources = _count_sources(flows, samples)
         stats = _stats(iv.cat, int(flows.shape[0]), sources, int(samples.shape[0]))
         self._emitted["flows"] += int(flows.shape[0])
         self._emitted["sources"] += sources
@@ -307,10 +307,11 @@ class FlowBuilder:
         return FlowBatch(iv.start_ns, self._interval, self.sensor_name, flows, samples, stats)
 
 
-def _count_sources(flows: npt.NDArray[np.void]) -> int:
-    """Distinct sources of flows sorted by source."""
-    n = flows.shape[0]
-    if n == 0:
+def _count_sources(flows: npt.NDArray[np.void], samples: npt.NDArray[np.void]) -> int:
+    """Distinct sources: from the samples when kept (sorted by source, one per source at least)."""
+    if samples.shape[0]:
+        src = np.ascontiguousarray(samples["src_ip"]).view(np.uint64).reshape(-1, 2)
+        return 1 + int(np.count_nonzero(np.any(src[1:] != src[:-1], axis=1)))
+    if flows.shape[0] == 0:
         return 0
-    src = np.ascontiguousarray(flows["src_ip"]).view(np.uint64).reshape(-1, 2)
-    return 1 + int(np.count_nonzero(np.any(src[1:] != src[:-1], axis=1)))
+    return int(np.unique(np.ascontiguousarray(flows["src_ip"])).shape[0])
