@@ -269,3 +269,22 @@ def test_console_script_and_builder_agree(shared_pcaps: Path, tmp_path: Path) ->
     expect = b"".join(len(e).to_bytes(4, "little") + e for e in map(encode_batch, batches))
     assert out.read_bytes() == expect
     assert np.sum([len(x.flows) for x in batches]) == 10043
+
+
+def test_settings_precedence_table_env_flags() -> None:
+    from darknet_iodef.errors import ConfigError
+    from darknet_iodef.settings import load
+    from sensor.settings import SECTION, SensorSettings
+
+    table = {"darknet": "198.18.0.0/15", "interval": 300, "samples_per_source": 2}
+    env = {"DARKNET_IODEF_SENSOR_INTERVAL": "120", "DARKNET_IODEF_SENSOR_NAME": "env-name"}
+    s = load(SensorSettings, SECTION, table, env, {"interval": "30", "name": None})
+    assert (s.darknet, s.interval, s.samples_per_source, s.name) == ("198.18.0.0/15", 30, 2, "env-name")
+    assert (s.interval_ns, s.reorder_slack_ns) == (30 * 10**9, 0)
+    assert load(SensorSettings, SECTION, {}, {}, {}) == SensorSettings()
+    with pytest.raises(ConfigError, match=r"\[sensor\] intervall: unknown setting"):
+        load(SensorSettings, SECTION, {"intervall": 5}, {}, {})
+    with pytest.raises(ConfigError, match="reorder_slack"):
+        SensorSettings(interval=10, reorder_slack=10.0)
+    with pytest.raises(ConfigError, match="name"):
+        SensorSettings(name="x" * 256)
