@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aggregator import spoof_rules as sr
-from aggregator.detector import BatchView, Context
+from aggregator.detector import BatchView, Context, Fields
 from aggregator.eventfmt import base_event, proto_name
 from aggregator.grouping import group
 from aggregator.keyindex import KeyIndex, mix64
@@ -98,13 +98,13 @@ class BackscatterDetector:
         idx = np.flatnonzero(use)
         if idx.size == 0:
             return
-        f = view.flows[idx]
+        f = Fields(view.flows, idx)
         err = view.icmp_error[idx]
         # ICMP errors: the victim is the quoted destination
         victim_addr = np.where(err, f["quoted_dst_ip"], f["src_ip"])
         resolved = ~err | (f["quoted_dst_ip"] != np.zeros(1, dtype="V16")[0])
         self.unresolved_total += int(view.packets[idx][~resolved].sum())
-        idx, f, err, victim_addr = idx[resolved], f[resolved], err[resolved], victim_addr[resolved]
+        idx, f, err, victim_addr = idx[resolved], f.select(resolved), err[resolved], victim_addr[resolved]
         if idx.size == 0:
             return
         vkey, _ = addr_key(victim_addr)
@@ -160,7 +160,7 @@ class BackscatterDetector:
             owner = g.inv[sel][pg.order[pg.starts]]
             c["ports"][rows] += np.bincount(owner[pnew], minlength=rows.shape[0]).astype(np.uint32)
 
-    def _window(self, view: BatchView, rows: npt.NDArray[np.int64], g: Any, f: npt.NDArray[np.void]) -> None:
+    def _window(self, view: BatchView, rows: npt.NDArray[np.int64], g: Any, f: Fields) -> None:
         """Fold the batch's slot counts into each vector's ring; update the peak."""
         c = self.vec.cols
         batch = view.batch

@@ -120,6 +120,7 @@ class Aggregator:
             icmp_error=err,
             reasons=reasons,
             packets=f["packet_count"].astype(np.uint64),
+            same_addr=f["src_ip"] == f["dst_ip"],
         )
 
     def end_interval(self, now_ns: int, force: bool = False) -> list[dict[str, Any]]:

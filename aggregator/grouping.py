@@ -30,14 +30,16 @@ class Groups:
         return np.maximum.reduceat(values[self.order], self.starts) if len(self) else values[:0]
 
     def first(self, values: npt.NDArray) -> npt.NDArray:
-        """The value of each group's first element in input order (stable sort)."""
+        """The value of each group's first element (in input order if grouped ``stable``)."""
         return values[self.order[self.starts]]
 
 
-def group(keys: npt.NDArray[np.uint64]) -> Groups:
+def group(keys: npt.NDArray[np.uint64], stable: bool = False) -> Groups:
+    """Group equal keys. ``stable``: :meth:`Groups.first` is the first in input order
+    (otherwise some element of the group, the same one for the same input)."""
     keys = np.asarray(keys, dtype=np.uint64)
     n = keys.shape[0]
-    order = np.argsort(keys, kind="stable")
+    order = np.argsort(keys, kind="stable" if stable else "quicksort")
     sk = keys[order]
     if n:
         boundary = np.empty(n, dtype=bool)

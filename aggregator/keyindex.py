@@ -90,15 +90,17 @@ class KeyIndex:
             if insert and empty.any():
                 e_act = active[empty]
                 e_pos = p[empty]
-                uniq, first = np.unique(e_pos, return_index=True)
-                winners = e_act[first]
-                self._slots[uniq] = keys[winners]
-                where[winners] = uniq
+                # several new keys may claim one empty slot: the last write wins, the
+                # others see a foreign key there next round and probe on (no sort needed)
+                e_keys = keys[e_act]
+                self._slots[e_pos] = e_keys
+                won = self._slots[e_pos] == e_keys
+                winners = e_act[won]
+                where[winners] = e_pos[won]
                 new[winners] = True
-                won = np.zeros(n, dtype=bool)
-                won[winners] = True
-                resolved |= won[active]
-                # losers stay on the same slot: next round they see the winner's key
+                won_all = np.zeros(n, dtype=bool)
+                won_all[winners] = True
+                resolved |= won_all[active]
                 move = ~hit & ~empty
             else:
                 resolved |= empty
@@ -150,7 +152,7 @@ class KeyIndex:
         if count * 4 <= self._slots.shape[0] * 3:
             return
         keys, rows = self.items()
-        self._alloc(_size_for(count * 2))
+        self._alloc(_size_for(count))
         self._count = 0
         self._place(keys, rows)
 

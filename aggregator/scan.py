@@ -10,10 +10,10 @@ State is one columnar row per source (:class:`~aggregator.table.Table`,
 - packets, bytes, first/last seen, hop-count range, spoofing reason bits,
   per-tool match counts of sampled probes, and the event bookkeeping
   (revision, time and packet count at the last emission);
-- distinct dark destinations, *exact*: the first destination is kept in the
-  row, further ones go into one global hash set of (source serial << 32 |
-  destination) -- a source with one destination (most of background
-  radiation) costs no set entry. Past ``scan_exact_cap`` destinations no more
+- distinct dark destinations, *exact*: the first two destinations are kept
+  in the row, further ones go into one global hash set of (source serial <<
+  32 | destination) -- a source with one or two destinations (most of
+  background radiation) costs no set entry. Past ``scan_exact_cap`` destinations no more
   are stored and the count is reported as a lower bound;
 - ports: the first (protocol, port) in the row; once a source uses a second
   one, a port table row per (source, protocol, port) holds packets and its
@@ -53,7 +53,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aggregator import spoof_rules as sr
-from aggregator.detector import BatchView, Context
+from aggregator.detector import BatchView, Context, Fields
 from aggregator.eventfmt import base_event, proto_name
 from aggregator.fingerprints import TOOLS, UNICORNSCAN, is_syn, tool_matches, unicorn_value
 from aggregator.grouping import group
@@ -69,6 +69,7 @@ I64_MIN = np.iinfo(np.int64).min
 _U32 = np.uint64(32)
 _NT = len(TOOLS)
 _UNI = TOOLS.index(UNICORNSCAN)
+SAMPLES_TESTED = 255
 
 SOURCE_COLUMNS = {
     "sid": Column("<u4"),
@@ -79,13 +80,14 @@ SOURCE_COLUMNS = {
     "spoof_packets": Column("<u4"),
     "distinct": Column("<u4"),
     "dst0": Column("<u4"),
-    "ports": Column("<u4"),
+    "dst1": Column("<u4"),
+    "ports": Column("<u2"),
     "main_port": Column("<u4"),  # protocol << 16 | port (ICMP: type)
     "hop_min": Column("u1", 255),
     "hop_max": Column("u1", 0),
     "reasons": Column("<u2"),
-    "tool_n": Column("<u2"),
-    **{f"tool_m{j}": Column("<u2") for j in range(_NT)},
+    "tool_n": Column("u1"),  # sampled probes tested (the first 255 decide)
+    **{f"tool_m{j}": Column("u1") for j in range(_NT)},
     "uni_ref": Column("<u4"),
     "uni_set": Column("u1"),
     "revision": Column("<u4"),
@@ -94,10 +96,6 @@ SOURCE_COLUMNS = {
 }
 PORT_COLUMNS = {"pid": Column("<u4"), "packets": Column("<u4"), "distinct": Column("<u4")}
 V6_COLUMNS = {"hi": Column("<u8"), "lo": Column("<u8")}
-
-
-def _sat16(a: npt.NDArray) -> npt.NDArray[np.uint16]:
-    return np.minimum(a, 0xFFFF).astype(np.uint16)
 
 
 class ScanDetector:
@@ -133,7 +131,7 @@ class ScanDetector:
         if not ok.any():
             return
         s = samples[ok]
-        g = group(srow[ok].astype(np.uint64))
+        g = group(srow[ok].astype(np.uint64), stable=True)
         rows = g.keys.astype(np.int64)
         c = self.src.cols
         match = tool_matches(s)
@@ -149,10 +147,17 @@ class ScanDetector:
         newref = ~has_ref & first_cand
         c["uni_ref"][rows[newref]] = first_val[newref]
         c["uni_set"][rows[newref]] = 1
-        c["tool_n"][rows] = _sat16(c["tool_n"][rows].astype(np.int64) + np.diff(np.r_[g.starts, len(s)]))
+        # the first SAMPLES_TESTED probes decide: past that the counts freeze, so
+        # "all of them match" stays exact in one byte per tool
+        n_old = c["tool_n"][rows].astype(np.int64)
+        open_ = n_old + np.diff(np.r_[g.starts, len(s)]) <= SAMPLES_TESTED
+        rows_o = rows[open_]
+        c["tool_n"][rows_o] = (n_old[open_] + np.diff(np.r_[g.starts, len(s)])[open_]).astype(np.uint8)
         for j in range(_NT):
             col = c[f"tool_m{j}"]
-            col[rows] = _sat16(col[rows].astype(np.int64) + g.sum(match[:, j].astype(np.int64)))
+            col[rows_o] = (col[rows_o].astype(np.int64) + g.sum(match[:, j].astype(np.int64))[open_]).astype(
+                np.uint8
+            )
 
     # -- per batch -------------------------------------------------------------
     def process(self, view: BatchView) -> None:
@@ -160,7 +165,7 @@ class ScanDetector:
         idx = np.flatnonzero(cand)
         if idx.size == 0:
             return
-        f = view.flows[idx]
+        f = Fields(view.flows, idx)
         g = group(view.src_key[idx])
         rows, new = self.src.upsert(g.keys)
         c = self.src.cols
@@ -180,7 +185,7 @@ class ScanDetector:
         self._absorb_samples(view.batch.samples)
         tool = self.tool_of(rows)
         reasons = sr.flow_reasons(
-            f, view.src_key[idx], view.src_is4[idx], f["src_ip"] == f["dst_ip"], (tool >= 0)[g.inv]
+            f, view.src_key[idx], view.src_is4[idx], view.same_addr[idx], (tool >= 0)[g.inv]
         )
         pk = view.packets[idx]
         flagged = reasons != 0
@@ -202,7 +207,9 @@ class ScanDetector:
         gi = g.inv[good]
         if gi.size:
             self._count_destinations(rows, gi, view.dst32[idx][good])
-            self._count_ports(rows, gi, f[good], view.dst32[idx][good], pk[good], old_packets, old_distinct)
+            self._count_ports(
+                rows, gi, f.select(good), view.dst32[idx][good], pk[good], old_packets, old_distinct
+            )
 
         # TTL inconsistency needs history, so it is judged here, after the update
         total = c["packets"][rows].astype(np.int64) + c["spoof_packets"][rows]
@@ -226,6 +233,16 @@ class ScanDetector:
         c["dst0"][prow[set0]] = pdst[set0].astype(np.uint32)
         c["distinct"][prow[set0]] = 1
         other = pdst != c["dst0"][prow]
+        # the second destination also lives in the row (most sources stop at two)
+        if other.any():
+            o_idx = np.flatnonzero(other)
+            o_gid = pgid[o_idx]
+            o_lead = np.r_[True, o_gid[1:] != o_gid[:-1]]
+            set1 = o_idx[o_lead & (c["distinct"][prow[o_idx]] == 1)]
+            c["dst1"][prow[set1]] = pdst[set1].astype(np.uint32)
+            c["distinct"][prow[set1]] = 2
+            other[set1] = False
+            other &= pdst != c["dst1"][prow]
         other &= c["distinct"][prow] < self.th.scan_exact_cap
         if other.any():
             keys = (c["sid"][prow[other]].astype(np.uint64) << _U32) | pdst[other]
@@ -239,7 +256,7 @@ class ScanDetector:
         self,
         rows: npt.NDArray[np.int64],
         gi: npt.NDArray[np.int64],
-        f: npt.NDArray[np.void],
+        f: Fields,
         dst: npt.NDArray[np.uint64],
         pk: npt.NDArray[np.uint64],
         old_packets: npt.NDArray[np.uint32],
@@ -284,7 +301,7 @@ class ScanDetector:
         sgid = tgid[sel]
         pc["packets"][prow] += tg.sum(pk)[sel].astype(np.uint32)
         new_ports = np.bincount(sgid[pnew & (tport[sel] != main[sel])], minlength=rows.shape[0])
-        c["ports"][rows] = (c["ports"][rows].astype(np.int64) + new_ports).astype(np.uint32)
+        c["ports"][rows] = np.minimum(c["ports"][rows].astype(np.int64) + new_ports, 0xFFFF).astype(np.uint16)
         # per-port distinct destinations
         port_row_of_pair = np.full(tg.keys.shape[0], -1, dtype=np.int64)
         port_row_of_pair[np.flatnonzero(sel)] = prow

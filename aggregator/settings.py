@@ -98,5 +98,7 @@ class AggregatorSettings:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"[aggregator] {name}", "must be positive")
+        if self.scan_port_cap > 65535:
+            raise ConfigError("[aggregator] scan_port_cap", "at most 65535 (there are no more ports)")
         if not 0 < self.spoof_packet_fraction <= 1:
             raise ConfigError("[aggregator] spoof_packet_fraction", "must be in (0, 1]")

@@ -25,7 +25,7 @@ a tool fingerprint explains the TTLs (Nmap picks a random TTL per probe).
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -75,20 +75,23 @@ def hop_count(ttl: npt.NDArray[np.uint8]) -> npt.NDArray[np.int16]:
 
 
 def flow_reasons(
-    flows: npt.NDArray[np.void],
+    flows: Any,
     src_lo: npt.NDArray[np.uint64],
     is4: npt.NDArray[np.bool_],
     same_addr: npt.NDArray[np.bool_],
     tool_proven: npt.NDArray[np.bool_],
 ) -> npt.NDArray[np.uint16]:
-    """corsaro3's per-packet reasons for each flow tuple (0: not spoofed)."""
+    """corsaro3's per-packet reasons for each flow tuple (0: not spoofed).
+
+    ``flows``: a flow array or anything indexable by field name (:class:`Fields`).
+    """
     proto = flows["protocol"]
     tcp = proto == 6
     udp = proto == 17
     icmp = (proto == 1) | ((proto == 58) & ~is4)
     flags = (flows["tcp_flags"] & 0x3F).astype(np.intp)
     frag = (flows["ip_flags"] & IPF_FRAGMENT) != 0
-    r = np.zeros(flows.shape[0], dtype=np.uint16)
+    r = np.zeros(len(flows), dtype=np.uint16)
     r |= np.where(~(tcp | udp | icmp | (proto == 41)), PROTOCOL, 0).astype(np.uint16)
     r |= np.where(tcp & ~frag & ~_GOOD_FLAGS[flags], TCP_FLAGS, 0).astype(np.uint16)
     masscan_shape = tcp & (flags == _SYN) & (flows["tcp_window"] == 1024) & (flows["tcp_hdr_len"] <= 20)

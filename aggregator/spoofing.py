@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aggregator import spoof_rules as sr
-from aggregator.detector import BatchView, Context
+from aggregator.detector import BatchView, Context, Fields
 from aggregator.eventfmt import base_event, event_id, proto_name
 from aggregator.grouping import group
 from darknet_iodef.events import iso_time
@@ -59,7 +59,7 @@ class SpoofingDetector:
         sel = np.flatnonzero(view.reasons != 0)
         if sel.size == 0:
             return
-        f = view.flows[sel]
+        f = Fields(view.flows, sel)
         vlan = f["vlan"].astype(np.uint64)
         mac = f["src_mac"].astype(np.uint64) & np.uint64(0xFFFF_FFFF_FFFF)
         link = np.where(vlan != 0, _VLAN_TAG | vlan, np.where(mac != 0, _MAC_TAG | mac, np.uint64(0)))
