@@ -28,12 +28,14 @@ from darknet_iodef.settings import setting
 
 __all__ = [
     "AggregatorMetrics",
+    "LiveMetrics",
     "MetricsSettings",
     "ReceiverMetrics",
     "ReporterMetrics",
     "SensorMetrics",
     "StageMetrics",
     "aggregator_metrics",
+    "live_metrics",
     "parse_listen",
     "receiver_metrics",
     "reporter_metrics",
@@ -99,6 +101,39 @@ class SensorMetrics:
             Histogram("darknet_sensor_processing_duration_seconds",
                       "Wall time to parse and fold one block of packets", buckets=DURATION_BUCKETS,
                       registry=r),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LiveMetrics:
+    """The live sensor's own: kernel socket counters (PACKET_STATISTICS, cumulative) and the archive."""
+
+    kernel_packets: Counter
+    kernel_drops: Counter
+    kernel_freezes: Counter
+    archive_bytes: Counter
+    archive_files: Counter
+    ring_bytes: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry = REGISTRY) -> LiveMetrics:
+        r = registry
+        return cls(
+            Counter("darknet_sensor_kernel_packets_total",
+                    "Packets the kernel passed to the capture socket, drops included (PACKET_STATISTICS)",
+                    ["interface"], registry=r),
+            Counter("darknet_sensor_kernel_drops_total",
+                    "Packets the kernel dropped because the capture ring was full", ["interface"],
+                    registry=r),
+            Counter("darknet_sensor_kernel_freezes_total",
+                    "Times the capture ring was full and the kernel froze its queue", ["interface"],
+                    registry=r),
+            Counter("darknet_sensor_archive_bytes_total", "Bytes written to the pcap evidence archive",
+                    ["interface"], registry=r),
+            Counter("darknet_sensor_archive_files_total", "Pcap archive files started", ["interface"],
+                    registry=r),
+            Gauge("darknet_sensor_ring_bytes", "Size of the capture ring (0 under the libpcap fallback)",
+                  ["interface"], registry=r),
         )
 
 
@@ -193,6 +228,11 @@ class StageMetrics:
 @functools.cache
 def sensor_metrics() -> SensorMetrics:
     return SensorMetrics.create()
+
+
+@functools.cache
+def live_metrics() -> LiveMetrics:
+    return LiveMetrics.create()
 
 
 @functools.cache
