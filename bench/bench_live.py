@@ -187,11 +187,10 @@ def drain_trial(pair: VethPair, capture: Path, n: int, method: str) -> Drain:
     from prometheus_client import CollectorRegistry
 
     from darknet_iodef.addresses import DarkPrefixes
-    from darknet_iodef.metrics import SensorMetrics
+    from darknet_iodef.metrics import LiveMetrics, SensorMetrics
     from darknet_iodef.settings import load
     from sensor.flows import FlowBuilder
     from sensor.live.agent import _Loop, open_capture  # the agent's own loop, driven by hand
-    from sensor.live.metrics import LiveMetrics
     from sensor.live.settings import LiveSettings
     from sensor.settings import SensorSettings
     from tests.sensor.live_netns import enter_netns

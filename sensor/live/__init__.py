@@ -3,7 +3,9 @@
 Modules: ``kernel`` (the kernel's structures as tables), ``frames`` (the
 block walk, sans-I/O), ``ring`` (the mapped ring), ``bpf`` (filters through
 libpcap's compiler), ``fallback`` (libpcap capture), ``archive`` (rotating
-pcap evidence), ``settings``, ``metrics`` and ``agent`` (``run_live``).
+pcap evidence), ``settings``, ``agent`` (``run_live``) and ``command``
+(``sensor --interface``). Metrics are declared in :mod:`darknet_iodef.metrics`
+(``LiveMetrics``).
 See docs/live-capture.md.
 """
 

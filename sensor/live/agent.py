@@ -41,13 +41,12 @@ import numpy as np
 from darknet_iodef.addresses import DarkPrefixes
 from darknet_iodef.errors import ConfigError
 from darknet_iodef.flowtuple import FlowBatch
-from darknet_iodef.metrics import SensorMetrics, sensor_metrics
+from darknet_iodef.metrics import LiveMetrics, SensorMetrics, live_metrics, sensor_metrics
 from sensor.decode import decode_frames
 from sensor.fields import Status
 from sensor.flows import FlowBuilder
 from sensor.live.archive import RotatingPcapWriter
 from sensor.live.frames import FrameBatch
-from sensor.live.metrics import LiveMetrics, live_metrics
 from sensor.live.ring import KernelStats, PacketRing, RingUnavailable
 from sensor.live.settings import LiveSettings
 from sensor.settings import SensorSettings

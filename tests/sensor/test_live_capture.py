@@ -31,9 +31,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
 from darknet_iodef.addresses import DarkPrefixes
 from darknet_iodef.flowtuple import FlowBatch, read_batches
+from darknet_iodef.metrics import LiveMetrics, SensorMetrics
 from darknet_iodef.settings import load
 from sensor.capture import iter_packet_batches
 from sensor.flows import FlowBuilder
@@ -101,19 +103,21 @@ def _stats(batches: list[FlowBatch]) -> dict[str, int]:
 
 
 def _capture(
-    veth: VethPair, live: LiveSettings, send: list[list[str]]
+    veth: VethPair, live: LiveSettings, send: list[list[str]], registry: CollectorRegistry | None = None
 ) -> tuple[LiveSummary, list[FlowBatch]]:
     """Run the agent in the capture namespace while ``send`` commands run in the other."""
     batches: list[FlowBatch] = []
     stop, ready = threading.Event(), threading.Event()
     result: dict[str, Any] = {}
+    reg = registry if registry is not None else CollectorRegistry()
 
     def agent() -> None:
         try:
             with enter_netns(veth.cap_ns):
                 result["summary"] = run_live(veth.cap_if, DarkPrefixes.parse(DARKNET), _settings(), live,
                                              batches.append, sensor_name="test", stop=stop, ready=ready,
-                                             handle_signals=False)
+                                             handle_signals=False, metrics=SensorMetrics.create(reg),
+                                             lmetrics=LiveMetrics.create(reg))
         except BaseException as exc:
             result["error"] = exc
             ready.set()
@@ -146,11 +150,18 @@ def test_ring_flows_equal_file_flows_and_archive_replays_them(
 ) -> None:
     path, kinds = capture
     sent = sum(kinds.values())
+    reg = CollectorRegistry()
     summary, live = _capture(veth, _live(archive_dir=str(tmp_path / "arch"), archive_rotate_bytes=100_000),
-                             [_replay(path, veth)])
+                             [_replay(path, veth)], reg)
     assert summary.method == "ring" and summary.linktype == 1
     assert summary.frames == sent
     assert (summary.kernel_packets, summary.kernel_drops) == (sent, 0)
+    label = {"interface": veth.cap_if}
+    assert reg.get_sample_value("darknet_sensor_kernel_packets_total", label) == sent
+    assert reg.get_sample_value("darknet_sensor_kernel_drops_total", label) == 0
+    assert reg.get_sample_value("darknet_sensor_received_packets_total") == sent
+    assert reg.get_sample_value("darknet_sensor_dropped_packets_total", {"reason": "not_ip"}) == kinds["arp"]
+    assert reg.get_sample_value("darknet_sensor_archive_files_total", label) == summary.archive_files
     from_file = _from_file(path)
     assert len(live) == len(from_file) == 1
     assert _flow_totals(live) == _flow_totals(from_file)
