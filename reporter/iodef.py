@@ -53,6 +53,7 @@ __all__ = [
     "IODEF_NS",
     "build_iodef",
     "confidence_rating",
+    "portlist",
     "serialize",
 ]
 
@@ -127,9 +128,26 @@ def _service(parent: etree._Element, protocol: int | None, ports: Sequence[int],
     if len(uniq) == 1:
         _el(svc, "Port", str(uniq[0]))
     elif uniq:
-        _el(svc, "Portlist", ",".join(str(p) for p in uniq))
+        _el(svc, "Portlist", portlist(uniq))
     if protocol in _ICMP and icmp_type is not None:
         _el(svc, "ProtoType", str(icmp_type))  # only ProtoType: the two schemas order them differently
+
+
+def portlist(ports: Sequence[int]) -> str:
+    """RFC 7970 PortlistType: sorted; runs of three or more consecutive ports as ranges (``1-10,22,23``)."""
+    out: list[str] = []
+    uniq = sorted(set(ports))
+    i = 0
+    while i < len(uniq):
+        j = i
+        while j + 1 < len(uniq) and uniq[j + 1] == uniq[j] + 1:
+            j += 1
+        if j - i >= 2:
+            out.append(f"{uniq[i]}-{uniq[j]}")
+        else:
+            out.extend(str(p) for p in uniq[i:j + 1])
+        i = j + 1
+    return ",".join(out)
 
 
 def _proto_name(e: ReportableEvent) -> str:
@@ -211,7 +229,8 @@ def _scan_description(ip: str, events: Sequence[ReportableEvent]) -> str:
         dests = ""
         if e.distinct_destinations is not None:
             least = "at least " if e.destinations_capped else ""
-            dests = f", {least}{e.distinct_destinations} dark addresses"
+            plural = "es" if e.distinct_destinations != 1 else ""
+            dests = f", {least}{e.distinct_destinations} dark address{plural}"
         parts.append(f"{what}{where}{tool}{dests}")
     return f"{ip}: " + "; ".join(parts)
 
@@ -251,7 +270,8 @@ def _scan_eventdata(inc: etree._Element, src: SourceGroup, settings: ReporterSet
     octets = [e.bytes for e in evs if e.bytes is not None]
     if octets:
         _counter(s, sum(octets), "count", "byte", "bytes seen by the telescope")
-    rates = [e.rate_pps for e in evs if e.rate_pps is not None]
+    # extrapolating by 2**32/n only means something when the scanner spreads over addresses
+    rates = [e.rate_pps for e in evs if e.rate_pps is not None and e.scan_kind != "vertical"]
     if rates:
         _counter(s, max(rates), "rate", "packet", "estimated Internet-wide probe rate", "second")
     t = _el(flow, "System", category="target")

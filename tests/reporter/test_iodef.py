@@ -9,7 +9,7 @@ from lxml import etree
 
 from reporter.contacts import ContactTable
 from reporter.grouping import ReportGroup, group_events, parse_reportable
-from reporter.iodef import IODEF_NS, build_iodef, confidence_rating, serialize
+from reporter.iodef import IODEF_NS, build_iodef, confidence_rating, portlist, serialize
 from reporter.jsoniodef import to_json
 from reporter.settings import ReporterSettings
 
@@ -130,7 +130,7 @@ def test_vertical_scan_lists_the_top_ports_and_says_how_many_more(settings: Repo
         "21,22,25,80,110,143,443,3389,5900,8080"]
     assert text(root, "//i:EventData/i:Description") == [
         "198.51.100.23: vertical scan of TCP ports 21,22,25,80,110,143,443,3389,5900,8080 (+1860 more), "
-        "1 dark addresses"]
+        "1 dark address"]
 
 
 def test_udp_and_ipv6_scans(settings: ReporterSettings) -> None:
@@ -207,6 +207,27 @@ def test_same_events_give_identical_bytes(settings: ReporterSettings, contacts: 
 def test_dates_are_on_one_line(settings: ReporterSettings) -> None:
     xml = serialize(build_iodef(one_group([by_id("scan-zmap-1")], settings), settings)).decode()
     assert "<GenerationTime>2024-03-01T00:10:00+00:00</GenerationTime>" in xml
+
+
+@pytest.mark.parametrize(("ports", "text"), [
+    ([443], "443"), ([23, 22], "22,23"), ([1, 2, 3, 4, 10, 11, 12, 80], "1-4,10-12,80"), ([5, 5, 6], "5,6"),
+])
+def test_portlist(ports: list[int], text: str) -> None:
+    assert portlist(ports) == text
+
+
+def test_vertical_scan_of_the_real_aggregator_output_has_ranges_and_no_internet_rate(
+        settings: ReporterSettings) -> None:
+    ev = dict(by_id("scan-vert-3"), **{
+        "destination.port": 1,
+        "extra.ports": [{"protocol": "tcp", "port": p, "packets": 1, "destinations": 1}
+                        for p in range(1, 11)],
+        "extra.ports_distinct": 600, "extra.rate_pps_estimated": 436225729591.8})
+    root = build_iodef(one_group([ev], settings), settings)
+    assert text(root, "//i:System[@category='target']/i:Service/i:Portlist") == ["1-10"]
+    assert text(root, "//i:System[@category='source']/i:Counter/@ext-type") == ["count", "count"]
+    assert text(root, "//i:EventData/i:Description") == [
+        "198.51.100.23: vertical scan of TCP ports 1,2,3,4,5,6,7,8,9,10 (+590 more), 1 dark address"]
 
 
 @pytest.mark.parametrize(("value", "rating"), [(0.95, "high"), (0.8, "high"), (0.6, "medium"), (0.1, "low")])
