@@ -28,6 +28,7 @@ from darknet_iodef.errors import RecordError
 __all__ = ["FORMAT", "DeadLetter", "decode_dead_letter", "encode_dead_letter"]
 
 FORMAT = "darknet-iodef.dead-letter.v1"
+_FIELDS = ("topic", "partition", "offset", "stage", "error", "reason", "key", "value")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +66,13 @@ def decode_dead_letter(value: bytes, source: str = "dead letter") -> DeadLetter:
         raise RecordError(source, "value", f"not JSON: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise RecordError(source, "field format", f"expected {FORMAT!r}")
+    for name in _FIELDS:
+        if name not in doc:
+            raise RecordError(source, f"field {name}", "missing")
     try:
         key = None if doc["key"] is None else base64.b64decode(doc["key"], validate=True)
         original = Message(str(doc["topic"]), int(doc["partition"]), int(doc["offset"]), key,
                            base64.b64decode(doc["value"], validate=True))
         return DeadLetter(original, str(doc["stage"]), str(doc["error"]), str(doc["reason"]))
-    except KeyError as exc:
-        raise RecordError(source, f"field {exc.args[0]}", "missing") from None
     except (TypeError, ValueError, binascii.Error) as exc:
         raise RecordError(source, "value", f"malformed dead letter: {exc}") from None

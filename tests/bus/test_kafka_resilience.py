@@ -124,6 +124,11 @@ def test_pipeline_survives_a_broker_outage(tansu_binary: Path, tmp_path: Path) -
         sender.join(timeout=120)
         assert sender.error is None and sender.sent == TOTAL
         read_until(TOTAL, 90)
+        # the broker came back empty: our clients created the topics again, as configured
+        check = KafkaBus(settings, client_id="check")
+        described = check._admin_client().describe_topics([topic_in, topic_out])
+        check.close()
+        recreated = {t["name"]: len(t["partitions"]) for t in described}
     finally:
         stop.set()
         stage_thread.join(timeout=30)
@@ -134,6 +139,8 @@ def test_pipeline_survives_a_broker_outage(tansu_binary: Path, tmp_path: Path) -
         broker.stop()
 
     assert set(seen) == {b"REC-%03d" % i for i in range(TOTAL)}  # nothing lost
+    assert recreated == {topic_in: 2, topic_out: 2}
+    assert broker.starts == 2
     assert stage_thread.is_alive() is False and sender.failed_flushes >= 1
     # The sender's first record of the outage could not be handed over; it stays in the producer:
     assert sent_during < TOTAL
