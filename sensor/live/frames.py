@@ -88,7 +88,10 @@ def walk_blocks(
     for start in block_starts:
         desc = np.frombuffer(ring, BLOCK_DESC, count=1, offset=start)[0]
         n = int(desc["num_pkts"])
-        off = start + int(desc["offset_to_first_pkt"])
+        first = int(desc["offset_to_first_pkt"])
+        if n > (block_size - min(first, block_size)) // TPACKET3_HDR_LEN:
+            raise CaptureError(source, f"block at {start}", f"{n} packets cannot fit in the block")
+        off = start + first
         try:
             for _ in range(n):
                 hdrs.append(off)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from darknet_iodef.errors import CaptureError, ConfigError
 from sensor.live.archive import RotatingPcapWriter, pcap_records
@@ -166,3 +168,22 @@ def test_filter_compiles_through_libpcap() -> None:
     assert prog == [(0x28, 0, 0, 12), (0x15, 0, 1, 0x0800), (0x06, 0, 0, 262144), (0x06, 0, 0, 0)]
     with pytest.raises(ConfigError, match="setting bpf: cannot compile 'tcp port'"):
         compile_filter("tcp port", LINKTYPE_ETHERNET)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3 * BLOCK - 4), st.integers(0, 0xFFFFFFFF)), max_size=6),
+       st.booleans())
+def test_walk_of_a_corrupt_block_is_a_capture_error_or_in_bounds(
+    edits: list[tuple[int, int]], from_net: bool
+) -> None:
+    """Whatever the words of a block say, the walk stays inside it or raises CaptureError."""
+    ring, _ = _ring()
+    raw = bytearray(ring.tobytes())
+    for pos, value in edits:
+        struct.pack_into("=I", raw, pos & ~3, value)
+    buf = np.frombuffer(bytes(raw), np.uint8)
+    try:
+        fb = walk_blocks(buf, [BLOCK, 2 * BLOCK], BLOCK, LINKTYPE_ETHERNET, from_network_header=from_net)
+    except CaptureError:
+        return
+    assert ((fb.offsets >= 0) & (fb.offsets + fb.cap_lens <= fb.buf.shape[0])).all()
