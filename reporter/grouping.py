@@ -17,6 +17,8 @@ Theory of operation (DOMAIN.md section 6):
   their apparent networks; spoofing summaries have no accused address at all.
   All of them are listed for the operator instead (:class:`Withheld`).
 * Backscatter goes to the *victim's* network as a DoS report (section 3).
+* A contact with ``send = false`` still gets its documents written (delivery
+  sends nothing to it); its events are listed as ``send-off``.
 * A source without a contact is never dropped: it gets a document under
   ``unassigned/<network>`` (grouped per ``group_v4_bits`` / ``group_v6_bits``)
   and is listed for the operator.
@@ -362,8 +364,9 @@ def group_events(
         if i >= 0 and contacts is not None:
             contact = contacts.contacts[i]
             if not contact.send:
+                # the network asked for no reports: its documents are written (channel "file")
+                # for the operator, never sent, and the events are listed as not reported
                 withheld.append(Withheld(e.raw, "send-off", contact.id))
-                continue
             rcpt = recipients.setdefault(contact.id, Recipient(contact.id, contact))
         else:
             net = _unassigned_network(e.ip or "", settings)

@@ -199,3 +199,15 @@ def test_slug() -> None:
     assert slug("Example ISP, Inc.") == "example-isp-inc"
     assert slug("../../etc") == "etc"
     assert slug("!!!") == "recipient"
+
+
+def test_shipped_examples_load_and_agree(repo_root: Path) -> None:
+    toml = load_contacts(repo_root / "deploy/contacts.example.toml")
+    csv = load_contacts(repo_root / "deploy/contacts.example.csv")
+    assert toml.contacts == csv.contacts
+    assert dict(toml.asns) == dict(csv.asns) == {64501: 3}
+    for ip in ("192.0.2.1", "2001:db8::1", "198.51.100.9", "198.51.7.1", "203.0.113.5", "8.8.8.8"):
+        assert toml.lookup(ip) == csv.lookup(ip)
+    nested = [toml.lookup(ip).id for ip in ("198.51.100.9", "198.51.7.1")]
+    assert nested == ["example-hosting", "example-transit"]
+    assert toml.lookup("203.0.113.5").send is False

@@ -97,8 +97,11 @@ def test_own_prefix_and_send_off(settings: ReporterSettings, tmp_path) -> None:
     inside = scan_event("own", "198.18.7.7", **{"destination.port": 22})
     quiet = scan_event("q", "192.0.2.5", **{"destination.port": 22})
     groups, withheld = group_events(parsed([inside, quiet]), load_contacts(p), settings)
-    assert groups == []
+    assert [(g.recipient.id, [s.ip for s in g.sources]) for g in groups] == [("quiet", ["192.0.2.5"])]
     assert [(w.reason, w.recipient) for w in withheld] == [("own-prefix", None), ("send-off", "quiet")]
+    from reporter.documents import render
+
+    assert render(groups[0], settings, None).channel == "file"  # written, never sent
 
 
 def test_backscatter_victim_inside_the_telescope_is_still_a_victim(settings: ReporterSettings) -> None:
