@@ -78,8 +78,12 @@ def _parse_idb(body: bytes, order: str, where: str, source: str) -> Interface:
         elif code == OPT_IF_TSOFFSET and length >= 8:
             tsoffset = int.from_bytes(value[:8], bo, signed=True)
         i += 4 + ((length + 3) & ~3)
-    if not binary and tsresol > 18:
-        raise CaptureError(source, where, f"interface timestamp resolution 10^-{tsresol} is not supported")
+    if tsresol > (63 if binary else 18):
+        base = 2 if binary else 10
+        raise CaptureError(source, where,
+                           f"interface timestamp resolution {base}^-{tsresol} is not supported")
+    if abs(tsoffset) > 4_000_000_000:
+        raise CaptureError(source, where, f"interface timestamp offset {tsoffset} s is out of range")
     return Interface(linktype, snaplen, tsresol, binary, tsoffset)
 
 
