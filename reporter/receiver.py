@@ -29,7 +29,9 @@ Theory of operation (DOMAIN.md section 7; RFC 6546 section 3; issue 4):
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -54,16 +56,21 @@ from reporter.tlsconfig import AllowList, PeerIdentity, peer_identity
 
 __all__ = [
     "MEDIA_TYPE",
+    "BadChunking",
+    "BodyTooLarge",
     "ReceiverConfig",
     "Refusal",
     "RidServer",
     "check_request",
+    "read_chunked",
+    "read_exact",
 ]
 
 log = logging.getLogger(__name__)
 
 #: RFC 6546: "the 'Content-type' Request and Response headers MUST be 'text/xml'"
 MEDIA_TYPE = "text/xml"
+_DIGITS = re.compile(r"^[0-9]{1,19}$")
 #: longest chunk-size line accepted in a chunked body (hex size plus extensions)
 _MAX_CHUNK_LINE = 1024
 
@@ -112,19 +119,63 @@ def check_request(method: str, path: str, headers: Mapping[str, str], peer_allow
         return None
     if length is None:
         return Refusal(411, "Content-Length or chunked transfer encoding is required")
-    if not length.strip().isdigit():
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses
+    if not _DIGITS.match(length.strip()):
         return Refusal(400, f"bad Content-Length {length[:40]!r}")
     if int(length) > max_body_bytes:
         return Refusal(413, f"message of {int(length)} bytes exceeds the limit of {max_body_bytes}")
     return None
 
 
-class _TooLarge(Exception):
-    pass
+class BodyTooLarge(Exception):
+    """A chunked body went over the limit while being read."""
 
 
-class _BadChunking(Exception):
-    pass
+class BadChunking(Exception):
+    """A chunked body that does not follow RFC 9112 section 7.1."""
+
+
+def read_exact(rfile: io.BufferedIOBase, n: int) -> bytes:
+    """Exactly ``n`` bytes, read in pieces; ConnectionError when the stream ends first."""
+    chunks: list[bytes] = []
+    left = n
+    while left:
+        chunk = rfile.read(min(left, 1 << 16))
+        if not chunk:
+            raise ConnectionError(f"body ended after {n - left} of {n} bytes")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_chunked(rfile: io.BufferedIOBase, limit: int) -> bytes:
+    """A chunked body, never holding more than ``limit`` bytes of it (RFC 6546: servers accept chunked)."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        line = rfile.readline(_MAX_CHUNK_LINE + 1)
+        if not line:
+            raise ConnectionError("chunked body ended early")
+        if len(line) > _MAX_CHUNK_LINE or not line.endswith(b"\n"):
+            raise BadChunking("chunk-size line too long")
+        size_text = line.split(b";", 1)[0].strip()
+        if not size_text or not all(c in b"0123456789abcdefABCDEF" for c in size_text):
+            raise BadChunking(f"bad chunk size {size_text[:20]!r}")
+        size = int(size_text, 16)
+        if size == 0:
+            break
+        if total + size > limit:
+            raise BodyTooLarge(f"chunked message exceeds the limit of {limit} bytes")
+        chunks.append(read_exact(rfile, size))
+        total += size
+        if rfile.readline(3) not in (b"\r\n", b"\n"):
+            raise BadChunking("chunk not followed by CRLF")
+    # trailer section: header lines up to an empty line, bounded in number
+    for _ in range(32):
+        line = rfile.readline(_MAX_CHUNK_LINE + 1)
+        if line in (b"\r\n", b"\n", b""):
+            return b"".join(chunks)
+    raise BadChunking("too many trailer lines")
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,48 +275,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_post
 
-    def _read_exact(self, n: int) -> bytes:
-        chunks: list[bytes] = []
-        left = n
-        while left:
-            chunk = self.rfile.read(min(left, 1 << 16))
-            if not chunk:
-                raise ConnectionError(f"body ended after {n - left} of {n} bytes")
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-
-    def _read_chunked(self, limit: int) -> bytes:
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            line = self.rfile.readline(_MAX_CHUNK_LINE + 1)
-            if not line:
-                raise ConnectionError("chunked body ended early")
-            if len(line) > _MAX_CHUNK_LINE or not line.endswith(b"\n"):
-                raise _BadChunking("chunk-size line too long")
-            size_text = line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise _BadChunking(f"bad chunk size {size_text[:20]!r}") from None
-            if size < 0:
-                raise _BadChunking("negative chunk size")
-            if size == 0:
-                break
-            if total + size > limit:
-                raise _TooLarge(f"chunked message exceeds the limit of {limit} bytes")
-            chunks.append(self._read_exact(size))
-            total += size
-            if self.rfile.readline(3) not in (b"\r\n", b"\n"):
-                raise _BadChunking("chunk not followed by CRLF")
-        # trailer section: header lines up to an empty line, bounded in number
-        for _ in range(32):
-            line = self.rfile.readline(_MAX_CHUNK_LINE + 1)
-            if line in (b"\r\n", b"\n", b""):
-                return b"".join(chunks)
-        raise _BadChunking("too many trailer lines")
-
     def do_POST(self) -> None:
         cfg = self.server.config
         refusal = check_request(self.command, self.path, self._head(), self.peer_allowed, cfg.max_body_bytes)
@@ -277,13 +286,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             if self.headers.get("Transfer-Encoding") is not None:
-                body = self._read_chunked(cfg.max_body_bytes)
+                body = read_chunked(self.rfile, cfg.max_body_bytes)
             else:
-                body = self._read_exact(int(self.headers["Content-Length"]))
-        except _TooLarge as exc:
+                body = read_exact(self.rfile, int(self.headers["Content-Length"]))
+        except BodyTooLarge as exc:
             self._refuse(Refusal(413, str(exc)))
             return
-        except _BadChunking as exc:
+        except BadChunking as exc:
             self._refuse(Refusal(400, f"malformed chunked body: {exc}"))
             return
         except (OSError, ConnectionError) as exc:

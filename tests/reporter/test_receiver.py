@@ -59,6 +59,9 @@ XML = {"Content-Type": "text/xml", "Content-Length": "100"}
     ("POST", "/", {"Content-Type": "text/xml"}, True, 411),
     ("POST", "/", {"Content-Type": "text/xml", "Content-Length": "-1"}, True, 400),
     ("POST", "/", {"Content-Type": "text/xml", "Content-Length": "10, 10"}, True, 400),
+    # "²".isdigit() is true, int("²") fails
+    ("POST", "/", {"Content-Type": "text/xml", "Content-Length": "\u00b2"}, True, 400),
+    ("POST", "/", {"Content-Type": "text/xml", "Content-Length": "9" * 40}, True, 400),
     ("POST", "/", {"Content-Type": "text/xml", "Content-Length": str(LIMIT + 1)}, True, 413),
     ("POST", "/", {"Content-Type": "text/xml", "Content-Length": str(LIMIT)}, True, None),
     ("POST", "/", {"Content-Type": "text/xml", "Transfer-Encoding": "gzip"}, True, 501),
