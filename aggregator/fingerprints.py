@@ -10,7 +10,7 @@ masscan        IPv4 TCP SYN, IP ID == (dst ^ dport ^ seq) & 0xFFFF -- low 16
                bits only (inetrg/spoki forgot the mask)
 mirai          IPv4 TCP SYN, sequence number == destination address
 nmap           TCP SYN, window 1024/2048/3072/4096, options = MSS 1460 only,
-               TTL 37-59 at the sender (accepted down to 20: up to 17 hops)
+               TTL 37-59 at the sender (seen as 5-59: up to 32 hops)
 unicornscan    TCP SYN, seq ^ dst ^ ((dport << 16) + sport) is one constant
                for every probe of a scan (a property of several probes)
 =============  ===============================================================
@@ -36,7 +36,7 @@ __all__ = ["TOOLS", "UNICORNSCAN", "Fingerprint", "is_syn", "tool_matches", "uni
 
 _SYN, _ACK, _RST, _FIN = 0x02, 0x10, 0x04, 0x01
 NMAP_WINDOWS = (1024, 2048, 3072, 4096)
-NMAP_TTL = (20, 59)
+NMAP_TTL = (5, 59)
 MSS_ONLY = 0x02  # option kinds packed low byte first: one option, kind 2 (MSS)
 
 Arr = npt.NDArray[np.bool_]
@@ -108,7 +108,7 @@ TOOLS: tuple[Fingerprint, ...] = (
     Fingerprint("masscan", "ip_id == (dst ^ dport ^ seq) & 0xFFFF", _masscan),
     Fingerprint("mirai", "seq == dst", _mirai),
     Fingerprint("zmap", "ip_id == 54321", _zmap),
-    Fingerprint("nmap", "SYN, window 1024..4096, MSS 1460 only, TTL 20-59", _nmap),
+    Fingerprint("nmap", "SYN, window 1024..4096, MSS 1460 only, TTL 5-59", _nmap),
     UNICORNSCAN,
 )
 

@@ -34,7 +34,8 @@ destinations at an estimated Internet-wide rate of at least
 ``scan_min_rate_pps`` (packets / duration * 2^32 / n), or ``scan_min_ports``
 distinct ports. Kind (bro-simple-scan): at most ``scan_vertical_max_hosts``
 hosts and many ports = vertical; one port = horizontal; at most
-``scan_strobe_max_ports`` ports = strobe; else random. The event is per
+``scan_strobe_max_ports`` ports = strobe if the hosts are probed on 1.5 of
+them on average, else horizontal (Mirai's 23 + 2323); else random. The event is per
 source (one report per scanner, as receivers ask) with the per
 (protocol, port) figures in ``extra.ports``.
 
@@ -70,6 +71,7 @@ _U32 = np.uint64(32)
 _NT = len(TOOLS)
 _UNI = TOOLS.index(UNICORNSCAN)
 SAMPLES_TESTED = 255
+STROBE_PORTS_PER_HOST = 1.5
 
 SOURCE_COLUMNS = {
     "sid": Column("<u4"),
@@ -342,14 +344,20 @@ class ScanDetector:
         vert = c["ports"][rows] >= th.scan_min_ports
         return np.asarray((pk > 0) & (horiz | vert) & ~self.judged_spoofed(rows))
 
-    def kind_of(self, distinct: int, ports: int) -> str:
+    def kind_of(self, distinct: int, ports: int, host_ports: int) -> str:
+        """bro-simple-scan's kinds; ``host_ports``: sum over ports of their distinct hosts.
+
+        A few ports where each host gets one of them (Mirai: 23, one probe in ten
+        2323) is a horizontal scan; strobe means hosts are probed on several of
+        the ports (on average at least STROBE_PORTS_PER_HOST).
+        """
         th = self.th
         if ports >= th.scan_min_ports and distinct <= th.scan_vertical_max_hosts:
             return "vertical"
         if ports <= 1:
             return "horizontal"
         if ports <= th.scan_strobe_max_ports:
-            return "strobe"
+            return "strobe" if host_ports >= STROBE_PORTS_PER_HOST * max(distinct, 1) else "horizontal"
         return "random"
 
     def end_interval(self, now_ns: int, ctx: Context, force: bool = False) -> list[dict[str, Any]]:
@@ -463,7 +471,7 @@ class ScanDetector:
             packets, distinct, ports = int(c["packets"][r]), int(c["distinct"][r]), int(c["ports"][r])
             top = breakdown.get(r) or [(int(c["main_port"][r]), packets, distinct)]
             main = top[0][0]
-            kind = self.kind_of(distinct, ports)
+            kind = self.kind_of(distinct, ports, sum(d for _, _, d in top))
             t = int(tools[i])
             tool = TOOLS[t].name if t >= 0 else None
             dur = max((last - first) / 1e9, 1.0)

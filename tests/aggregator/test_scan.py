@@ -90,23 +90,35 @@ def test_rate_threshold(make_agg) -> None:
 
 def test_vertical_strobe_random(make_agg) -> None:
     vert = [{"src_ip": "45.2.2.2", "dst_ip": "198.18.0.9", "dst_port": p, "ts": p % 60} for p in range(1, 16)]
+    # every host on every one of three ports
     strobe = [
-        {"src_ip": "45.3.3.3", "dst_ip": f"198.18.1.{i}", "dst_port": (22, 23, 80)[i % 3], "ts": i}
-        for i in range(1, 31)
+        {"src_ip": "45.3.3.3", "dst_ip": f"198.18.1.{i // 3 + 1}", "dst_port": (22, 23, 80)[i % 3], "ts": i}
+        for i in range(30)
+    ]
+    # Mirai-like: each host on one of two ports (23, one probe in ten 2323)
+    mirai = [
+        {
+            "src_ip": "45.9.9.9",
+            "dst_ip": f"198.18.5.{i + 1}",
+            "dst_port": 2323 if i % 10 == 0 else 23,
+            "ts": i,
+        }
+        for i in range(20)
     ]
     rand = [
         {"src_ip": "45.4.4.4", "dst_ip": f"198.18.2.{i}", "dst_port": 1000 + i, "ts": i} for i in range(1, 21)
     ]
-    events = {e["source.ip"]: e for e in run(make_agg(), batch(vert + strobe + rand))}
+    events = {e["source.ip"]: e for e in run(make_agg(), batch(vert + strobe + rand + mirai))}
     assert {ip: e["extra.kind"] for ip, e in events.items()} == {
         "45.2.2.2": "vertical",
         "45.3.3.3": "strobe",
         "45.4.4.4": "random",
+        "45.9.9.9": "horizontal",
     }
     assert events["45.2.2.2"]["extra.ports_distinct"] == 15
     assert events["45.2.2.2"]["extra.destinations_distinct"] == 1
     s = events["45.3.3.3"]
-    assert s["extra.ports_distinct"] == 3 and s["extra.destinations_distinct"] == 30
+    assert s["extra.ports_distinct"] == 3 and s["extra.destinations_distinct"] == 10
     assert s["extra.ports"] == [
         {"destinations": 10, "packets": 10, "port": 22, "protocol": "tcp"},
         {"destinations": 10, "packets": 10, "port": 23, "protocol": "tcp"},
@@ -121,7 +133,7 @@ def test_multi_port_source_after_single_port_history(make_agg) -> None:
     b1 = batch(horizontal("45.5.5.5", 4, port=23))
     rows = [{"src_ip": "45.5.5.5", "dst_ip": f"198.18.7.{i}", "dst_port": 2323, "ts": 1} for i in range(1, 7)]
     (ev,) = run(make_agg(), b1, batch(rows, start=T0 + 60 * SEC))
-    assert ev["extra.kind"] == "strobe"
+    assert ev["extra.kind"] == "horizontal"  # two ports, each host on one of them
     assert ev["extra.ports"] == [
         {"destinations": 6, "packets": 6, "port": 2323, "protocol": "tcp"},
         {"destinations": 4, "packets": 4, "port": 23, "protocol": "tcp"},
