@@ -80,7 +80,11 @@ STAT_NAMES: tuple[str, ...] = (
 
 #: merge partial sums once the pending rows exceed this (and the merged part)
 _COMPACT_MIN_ROWS = 1 << 18
-_NO_WATERMARK = np.iinfo(np.int64).min
+_NO_WATERMARK = int(np.iinfo(np.int64).min)
+_INT64_MAX = int(np.iinfo(np.int64).max)
+#: timestamps below this (garbage, far before 1970) are raised to it, so that
+#: every interval start (at most one day earlier) stays within int64
+_TS_FLOOR = _NO_WATERMARK + 2 * 86_400 * 1_000_000_000
 
 
 def _stats(cat: npt.NDArray[np.int64], flows: int, sources: int, samples: int) -> dict[str, int]:
@@ -161,6 +165,9 @@ class FlowBuilder:
             return []
         interval = self._interval
         ts = packets["ts_ns"].astype(np.int64, copy=False)
+        if ts.min() < _TS_FLOOR:
+            # a garbage timestamp whose interval start is not representable: clamp it
+            ts = np.maximum(ts, _TS_FLOOR)
         seq = np.arange(self._seq, self._seq + n, dtype=np.int64)
         self._seq += n
 
@@ -172,7 +179,11 @@ class FlowBuilder:
         self._watermark = max(self._watermark, int(running[-1]))
 
         start = ts - np.mod(ts, interval)
-        late = (start + (interval + self._slack)) <= seen
+        # when this packet's interval closes; saturated so a garbage timestamp
+        # near the int64 limit cannot wrap around
+        span = interval + self._slack
+        closes = np.where(start > _INT64_MAX - span, _INT64_MAX, start + span)
+        late = closes <= seen
         cat = self._categories(packets)
         cat[late] = _LATE
         self._add_counts(self._cat_total, cat)
@@ -201,7 +212,7 @@ class FlowBuilder:
 
     def advance(self, now_ns: int) -> list[FlowBatch]:
         """Move event time to ``now_ns`` without packets; return what closes."""
-        self._watermark = max(self._watermark, int(now_ns))
+        self._watermark = max(self._watermark, min(int(now_ns), _INT64_MAX))
         return self._close_until(self._watermark)
 
     def flush(self) -> list[FlowBatch]:
@@ -212,7 +223,7 @@ class FlowBuilder:
         """
         if self._open:
             last_end = max(self._open) + self._interval + self._slack
-            self._watermark = max(self._watermark, last_end)
+            self._watermark = max(self._watermark, min(last_end, _INT64_MAX))
         return self._close_until(None)
 
     # -- internals ------------------------------------------------------
@@ -273,7 +284,7 @@ class FlowBuilder:
             iv.pending_rows = 0
         if self._k:
             keep = first_per_source(keys["src_ip"], ts, seq, self._k)
-            cand = Candidates(sample_rows(take_rows(pk, keep), keys["src_ip"][keep]), seq[keep])
+            cand = Candidates(sample_rows(take_rows(pk, keep), keys["src_ip"][keep], ts[keep]), seq[keep])
             iv.candidates.append(cand)
             iv.candidate_rows += len(cand)
             if iv.candidate_rows > max(2 * iv.kept_candidates, _COMPACT_MIN_ROWS):

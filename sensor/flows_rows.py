@@ -106,7 +106,6 @@ def flow_keys(pk: npt.NDArray[np.void]) -> npt.NDArray[np.void]:
 
 
 _SAMPLE_COPIED = (
-    "ts_ns",
     "tcp_opt_kinds",
     "ip_id",
     "tcp_seq",
@@ -125,11 +124,17 @@ _SAMPLE_COPIED = (
 )
 
 
-def sample_rows(pk: npt.NDArray[np.void], src_ip: npt.NDArray[np.void]) -> npt.NDArray[np.void]:
-    """SAMPLE_DTYPE rows (raw probe fields) for IP packets; ``src_ip`` as in their keys."""
+def sample_rows(
+    pk: npt.NDArray[np.void], src_ip: npt.NDArray[np.void], ts_ns: npt.NDArray[np.int64]
+) -> npt.NDArray[np.void]:
+    """SAMPLE_DTYPE rows (raw probe fields) for IP packets.
+
+    ``src_ip`` as in their flow keys, ``ts_ns`` as the builder used them.
+    """
     pk = np.ascontiguousarray(pk)
     out = np.zeros(pk.shape[0], dtype=SAMPLE_DTYPE)
     copy_fields(out, pk, _SAMPLE_COPIED)
+    out["ts_ns"] = ts_ns
     out["src_ip"] = src_ip
     out["dst_ip"] = addr16(pk["ip_version"], pk["dst_ip4"], pk["dst_ip6"])
     out["quoted_src_ip"] = _quoted(pk, "src")

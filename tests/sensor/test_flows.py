@@ -376,3 +376,18 @@ def test_replay_is_byte_identical() -> None:
         runs.append(b"".join(encode_batch(x) for x in b.push(pk) + b.flush()))
     assert runs[0] == runs[1]
     assert len(runs[0]) > 0
+
+
+def test_timestamps_at_the_int64_limits_are_kept_in_range() -> None:
+    lo, hi = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+    b = builder(interval=86400)
+    out = b.push(packets({"ts_ns": lo}, {"ts_ns": 0}, {"ts_ns": hi - 10}, {"ts_ns": hi}, {"ts_ns": 5}))
+    out += b.flush() + b.push(packets({"ts_ns": hi})) + b.flush()
+    day = 86400 * S
+    floor = lo + 2 * day  # garbage far before 1970 is raised to this
+    assert [(o.interval_start_ns, o.stats["packets"], o.stats["late_packets"]) for o in out] == [
+        (floor - floor % day, 1, 0), (0, 1, 0), (hi - hi % day, 2, 1), (hi - hi % day, 0, 1)]
+    for o in out:
+        for r in o.flows:
+            assert o.interval_start_ns <= int(r["first_ns"]) <= int(r["last_ns"]) < o.interval_start_ns + day
+        assert all(o.interval_start_ns <= int(t) for t in o.samples["ts_ns"])
