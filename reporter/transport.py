@@ -21,9 +21,12 @@ Theory of operation (DOMAIN.md section 7; RFC 6546 section 3):
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
+import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -177,11 +180,18 @@ class RidTransport:
     def _connect(self, endpoint: Endpoint) -> http.client.HTTPSConnection:
         conn = http.client.HTTPSConnection(endpoint.host, endpoint.port, timeout=self._timeout,
                                            context=self._context)
-        conn.connect()
+        self._connections[endpoint] = conn  # visible to the deadline timer from here on
+        try:
+            conn.connect()
+        except BaseException:
+            self._connections.pop(endpoint, None)
+            conn.close()
+            raise
         sock = conn.sock
         der = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
         if not self._allow.permits_der(der):
             ident = peer_identity(der) if der else None
+            self._connections.pop(endpoint, None)
             conn.close()
             who = f"{ident.subject} sha256={ident.fingerprint}" if ident else "no certificate"
             raise _PeerNotAllowed(f"peer certificate is not on the allow-list ({who})")
@@ -202,8 +212,36 @@ class RidTransport:
         return b"".join(chunks)
 
     def send(self, endpoint: Endpoint, body: bytes) -> Outcome:
-        """POST ``body`` to ``endpoint`` once (plus one retry on a stale kept-alive connection)."""
+        """POST ``body`` to ``endpoint`` once (plus one retry on a stale kept-alive connection).
+
+        A timer shuts the socket when ``deadline_s`` passes, so a peer that drips
+        its answer one byte per socket timeout cannot hold the sender for long.
+        """
         started = time.monotonic()
+        cut = threading.Event()
+
+        def on_deadline() -> None:
+            cut.set()
+            conn = self._connections.get(endpoint)
+            sock = conn.sock if conn is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(self._deadline, on_deadline)
+        timer.daemon = True
+        timer.start()
+        try:
+            outcome = self._send(endpoint, body, started)
+        finally:
+            timer.cancel()
+        if cut.is_set() and not outcome.delivered:
+            self._drop(endpoint)
+            return Outcome(OutcomeKind.TRANSIENT,
+                           f"no complete answer from {endpoint} within {self._deadline:g} s")
+        return outcome
+
+    def _send(self, endpoint: Endpoint, body: bytes, started: float) -> Outcome:
         for attempt in (0, 1):
             reused = endpoint in self._connections
             try:

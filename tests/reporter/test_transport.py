@@ -267,3 +267,33 @@ def test_stale_kept_alive_connection_is_retried_once(pki: Pki) -> None:
         time.sleep(0.1)  # let the peer's close arrive
         assert t.send(ep, b"<two/>").delivered
         assert [r[3] for r in p.received] == [b"<one/>", b"<two/>"]
+
+
+def test_a_peer_dripping_its_answer_is_cut_at_the_deadline(pki: Pki) -> None:
+    ctx = server_context(pki.server.cert_path, pki.server.key_path, pki.ca.cert_path)
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = listener.accept()
+        with ctx.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(65536)
+            tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            while not stop.wait(0.1):  # one byte every 0.1 s, each well inside the socket timeout
+                try:
+                    tls.sendall(b"x")
+                except OSError:
+                    return
+
+    port = listener.getsockname()[1]
+    t = threading.Thread(target=drip, daemon=True)
+    t.start()
+    try:
+        with transport(pki, timeout_s=5.0, deadline_s=1.0) as tr:
+            o = tr.send(Endpoint("127.0.0.1", port), b"<RID/>")
+    finally:
+        stop.set()
+        t.join(5)
+        listener.close()
+    why = f"no complete answer from https://127.0.0.1:{port}/ within 1 s"
+    assert o == Outcome(OutcomeKind.TRANSIENT, why)
