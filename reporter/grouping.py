@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,6 +66,11 @@ PROTOCOL_NUMBERS: Final = {
     "icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "ipv6": 41, "gre": 47, "esp": 50,
     "icmp6": 58, "ipv6-icmp": 58, "icmpv6": 58, "sctp": 132,
 }
+
+
+#: characters that cannot appear in an XML text node
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +141,14 @@ def _text(ev: Mapping[str, Any], name: str, limit: int = 200) -> str | None:
     if not isinstance(v, str | int | float) or isinstance(v, bool):
         raise ValueError(f"field {name}: {v!r} is not text")
     s = str(v)
-    if len(s) > limit or any(ord(c) < 32 for c in s):
+    if len(s) > limit or any(ord(c) < 32 for c in s) or _NOT_XML.search(s):
         raise ValueError(f"field {name}: text too long or with control characters")
     return s
+
+
+def _xml_text(text: str) -> str:
+    """Free text from an event, made safe for an XML text node (control characters replaced)."""
+    return _NOT_XML.sub("?", text)
 
 
 def _evidence(v: Any, tool: str | None) -> str | None:
@@ -145,14 +156,15 @@ def _evidence(v: Any, tool: str | None) -> str | None:
     if v is None or v == "" or v == [] or v == {}:
         return None
     if isinstance(v, str):
-        return v[:500]
-    if isinstance(v, list):
-        return "; ".join(str(x) for x in v)[:500]
-    if isinstance(v, dict):
-        if tool is not None and tool in v:
-            return str(v[tool])[:500]
-        return "; ".join(f"{k}: {v[k]}" for k in sorted(v))[:500]
-    return str(v)[:500]
+        text = v
+    elif isinstance(v, list):
+        text = "; ".join(str(x) for x in v)
+    elif isinstance(v, dict):
+        own = tool is not None and tool in v
+        text = str(v[tool]) if own else "; ".join(f"{k}: {v[k]}" for k in sorted(v, key=str))
+    else:
+        text = str(v)
+    return _xml_text(text[:500])
 
 
 def _first(ev: Mapping[str, Any], *names: str) -> str:
@@ -207,7 +219,7 @@ def parse_reportable(ev: Mapping[str, Any], source: str = "events", position: st
         attackers = len(slash16) if isinstance(slash16, list) else _int(ev, slash_name)
         responses_v = ev.get("extra.responses") or {}
         if not isinstance(responses_v, dict) or not all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            isinstance(k, str) and _NAME.match(k) and type(v) is int and v >= 0
             for k, v in responses_v.items()
         ):
             raise ValueError(f"field extra.responses: {responses_v!r} is not a map of counts")

@@ -122,6 +122,8 @@ def _telescope_node(system: etree._Element, addrs: Sequence[TelescopeAddress], p
 
 def _service(parent: etree._Element, protocol: int | None, ports: Sequence[int],
              icmp_type: int | None = None) -> None:
+    if protocol is None and not ports:
+        return  # nothing to say: no empty Service
     attrs = {} if protocol is None else {"ip_protocol": str(protocol)}
     svc = _el(parent, "Service", **attrs)
     uniq = sorted(set(ports))

@@ -55,6 +55,12 @@ NUMBER_ATTRS: Final = frozenset({"ip-protocol", "vlan-num"})
 #: simple-content classes: text plus attributes -> {"value": text, ...}
 SIMPLE_CONTENT: Final = frozenset({"Address", "Counter", "AdditionalData", "RecordItem", "Confidence",
                                    "ApplicationHeaderField", "RecordPattern", "BulkObservableList"})
+#: classes with element content: empty in XML is an empty object in JSON, not ""
+COMPLEX_CLASSES: Final = frozenset({
+    "Incident", "Contact", "Email", "Discovery", "Assessment", "SystemImpact", "EventData", "Method",
+    "Reference", "System", "Node", "NodeRole", "Service", "Expectation", "RecordData", "Impact",
+    "DetectionPattern", "OperatingSystem", "Application", "ServiceName", "Telephone", "PostalAddress",
+})
 #: containers removed by RFC 8727: their children move into the parent
 FLATTENED: Final = frozenset({"Flow", "Record", "IndicatorData", "ApplicationHeader"})
 #: Assessment's impact choice, wrapped as Impact: [{name: ...}]
@@ -91,7 +97,7 @@ def _leaf(name: str, elem: etree._Element) -> Any:
     value: Any = _number(text) if name in NUMBER_TEXT and text.strip() else text
     if name in SIMPLE_CONTENT or (attrs and text.strip()):
         return {"value": value, **attrs} if text.strip() or name != "Confidence" else attrs
-    if attrs:
+    if attrs or (name in COMPLEX_CLASSES and not text.strip()):
         return attrs
     return value
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from lxml import etree
 
 from darknet_iodef.errors import RecordError
 from reporter.contacts import ContactTable
@@ -180,3 +184,41 @@ def test_redacted_documents_do_not_reveal_the_dark_prefix(mode: str, settings: R
         assert schemas.json_errors(to_json(root)) == []
     masked = serialize(build_iodef(groups[-1], s))
     assert (b"203.0.0.0/16" in masked) == (mode == "mask")
+
+
+# ---- fuzzing: a poison event is a RecordError, a clean one a valid document --------------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=8,
+)
+#: values that often pass the checks, so documents get built from odd but valid input
+_PLAUSIBLE = (st.none() | st.integers(0, 65535) | st.floats(0, 1) | st.text(max_size=30)
+              | st.lists(st.integers(0, 65535), max_size=5)
+              | st.lists(st.fixed_dictionaries({"port": st.integers(0, 65535),
+                                                "protocol": st.sampled_from(["tcp", "udp", "icmp", "47"])}),
+                         max_size=4)
+              | st.dictionaries(st.text(max_size=10), st.text(max_size=20) | st.integers(0, 9), max_size=3))
+_FIELDS = ["source.ip", "source.port", "destination.port", "protocol.transport", "source.asn",
+           "extra.ports", "extra.ports_distinct", "extra.kind", "extra.tool", "extra.tool_evidence",
+           "extra.confidence", "extra.packets", "extra.bytes", "extra.destinations_distinct",
+           "extra.known_scanner", "extra.spoofed", "extra.rate_pps_estimated", "extra.responses",
+           "extra.attacker_networks_16", "extra.revision", "extra.event_id", "extra.coverage"]
+
+
+@hsettings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(base=st.sampled_from([e for e in EVENTS if e["classification.type"] != "masquerade"]),
+       changes=st.dictionaries(st.sampled_from(_FIELDS), _PLAUSIBLE | _JSON, min_size=1, max_size=4))
+def test_fuzz_events_give_record_errors_or_valid_documents(base: dict[str, Any], changes: dict[str, Any],
+                                                          settings: ReporterSettings, schemas) -> None:
+    ev = dict(base, **changes)
+    try:
+        e = parse_reportable(ev, "fuzz", "line 1")
+    except RecordError:
+        return
+    groups, _ = group_events([e], None, settings)
+    for g in groups:
+        root = build_iodef(g, settings)
+        assert schemas.errors(schemas.iodef, etree.fromstring(serialize(root))) == []
+        assert schemas.json_errors(to_json(root)) == []

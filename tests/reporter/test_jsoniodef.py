@@ -91,6 +91,17 @@ def test_dumps_is_stable_text(settings: ReporterSettings) -> None:
     assert dumps(json.loads(text)) == text
 
 
+def test_empty_complex_class_is_an_empty_object() -> None:
+    doc = etree.fromstring(
+        b'<IODEF-Document xmlns="urn:ietf:params:xml:ns:iodef-2.0" version="2.00">'
+        b'<Incident purpose="reporting"><EventData><Flow><System><Node>'
+        b'<Address category="ipv4-addr">192.0.2.1</Address></Node><Service/>'
+        b'</System></Flow><Description/></EventData></Incident></IODEF-Document>')
+    ed = to_json(doc)["Incident"][0]["EventData"][0]
+    assert ed["System"][0]["Service"] == [{}]
+    assert ed["Description"] == [""]
+
+
 def test_a_repeated_single_class_is_an_error_not_data_loss() -> None:
     bad = etree.fromstring(
         b'<IODEF-Document xmlns="urn:ietf:params:xml:ns:iodef-2.0" version="2.00">'
