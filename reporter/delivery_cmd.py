@@ -32,7 +32,7 @@ from reporter.delivery import (
 from reporter.delivery_settings import DeliverySettings
 from reporter.documents import OutgoingReport
 from reporter.mail import MailSender, SmtpConfig
-from reporter.outbox import BackoffPolicy, Outbox, State
+from reporter.outbox import BackoffPolicy, Outbox
 from reporter.tlsconfig import AllowList, client_context
 from reporter.transport import RidTransport
 
@@ -116,8 +116,7 @@ def send_if_asked(args: argparse.Namespace, reports: Sequence[OutgoingReport], o
     entries = outbox_reports(reports, operator=operator, channels=wanted)
     policy = BackoffPolicy(s.backoff_base_s, s.backoff_cap_s, s.give_up_after_s)
     with Outbox(s.outbox, policy) as ob:
-        queued_channels = {i.report.channel for i in ob.items(State.QUEUED, limit=100_000)}
-        channels = {e.channel for e in entries} | queued_channels
+        channels = {e.channel for e in entries} | ob.queued_channels()
         if "rid" in channels and not s.tls_cert:
             raise ConfigError("--tls-cert", "reports for RID endpoints need --tls-cert, --tls-key, --tls-ca "
                                             "and --tls-allow")

@@ -258,6 +258,12 @@ class Outbox:
                 (now, now, state.value))
             return cur.rowcount
 
+    def queued_channels(self) -> set[str]:
+        """Channels of the reports still queued (which senders a run needs)."""
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT channel FROM reports WHERE state = 'queued'").fetchall()
+        return {r[0] for r in rows}
+
     def counts(self) -> dict[State, int]:
         """Number of reports in each state (every state present, zero or not)."""
         result = dict.fromkeys(State, 0)

@@ -41,6 +41,7 @@ def test_stored_before_sent_and_duplicates_suppressed(tmp_path: Path) -> None:
         assert ob.add(report(1, recipient="isp-b"), T0) is True
         assert ob.add_many([report(1), report(2), report(3), report(2)], T0) == (2, 2)
         assert ob.counts() == {State.QUEUED: 5, State.SENT: 0, State.FAILED: 0, State.REJECTED: 0}
+        assert ob.queued_channels() == {"rid", "email"}
         due = ob.due(T0)
         assert [(i.report.incident_id, i.report.recipient, i.report.channel) for i in due] == [
             ("inc-1", "isp-a", "rid"), ("inc-1", "isp-a", "email"), ("inc-1", "isp-b", "rid"),
