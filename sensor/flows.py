@@ -325,4 +325,11 @@ def _count_sources(flows: npt.NDArray[np.void], samples: npt.NDArray[np.void]) -
         return 1 + int(np.count_nonzero(np.any(src[1:] != src[:-1], axis=1)))
     if flows.shape[0] == 0:
         return 0
-    return int(np.unique(np.ascontiguousarray(flows["src_ip"])).shape[0])
+    # np.unique on 16-byte void items sorts through a slow generic compare: sort words
+    be = np.ascontiguousarray(flows["src_ip"]).view(">u8").reshape(-1, 2)
+    hi, lo = be[:, 0].astype(np.uint64), be[:, 1].astype(np.uint64)
+    if np.all(hi == hi[0]):
+        return int(np.unique(lo).shape[0])
+    order = np.lexsort((lo, hi))
+    hi, lo = hi[order], lo[order]
+    return 1 + int(np.count_nonzero((hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])))

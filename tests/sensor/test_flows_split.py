@@ -127,3 +127,12 @@ def test_arbitrary_field_values_never_raise(raw: bytes, cuts: list[int], slack: 
     assert total == 2 * n
     for x in out:
         assert int(x.flows["packet_count"].sum()) == x.stats["dark_packets"]
+
+
+def test_sources_counted_the_same_with_and_without_samples() -> None:
+    pk = synthetic(5000, seed=11)  # 5 IPv4 and 3 IPv6 sources
+    counts = []
+    for k in (0, 4):
+        b = FlowBuilder(DARK, SensorSettings(samples_per_source=k), "split")
+        counts.append([x.stats["sources"] for x in b.push(pk) + b.flush()])
+    assert counts[0] == counts[1] == [8, 8, 8, 8]
