@@ -80,6 +80,13 @@ class Stage:
         """End of a finite input: emit everything still held (not called on shutdown)."""
         return ()
 
+    def revoked(self, partitions: frozenset[TopicPartition]) -> None:
+        """These partitions moved to another member: drop what is held for them (default: nothing).
+
+        Their new owner re-reads them from the last commit, so whatever this
+        member still holds for them would only be emitted twice.
+        """
+
     def held_offsets(self) -> Mapping[TopicPartition, int]:
         """Per partition, the first offset whose effect is still only in memory.
 
@@ -167,6 +174,7 @@ class Runner:
         self._next_lag = float("-inf")
         self._committed: dict[TopicPartition, int] = {}
         self._uncommitted: dict[TopicPartition, int] = {}
+        self._owned: frozenset[TopicPartition] = frozenset()
         self.stats = RunStats()
 
     # -- the loop ------------------------------------------------------------------------------
@@ -196,6 +204,7 @@ class Runner:
         except TransientError as exc:
             self._wait("poll", exc)
             return 0
+        self._check_assignment()
         if not batch:
             outputs = list(self.stage.idle())
             if outputs:
@@ -300,6 +309,17 @@ class Runner:
             self._committed = {tp: o for tp, o in self._committed.items() if tp in owned}
         self._uncommitted = {tp: o for tp, o in self._uncommitted.items() if o > self._committed.get(tp, -1)
                              and tp in self.consumer.assignment()}
+
+    def _check_assignment(self) -> None:
+        owned = self.consumer.assignment()
+        lost = self._owned - owned
+        self._owned = owned
+        if lost:
+            log.info("%s: partitions %s moved to another member", self.stage.name,
+                     ", ".join(f"{t}[{p}]" for t, p in sorted(lost)))
+            self._committed = {tp: o for tp, o in self._committed.items() if tp not in lost}
+            self._uncommitted = {tp: o for tp, o in self._uncommitted.items() if tp not in lost}
+            self.stage.revoked(frozenset(lost))
 
     def _drained(self) -> bool:
         try:

@@ -216,9 +216,15 @@ class KafkaBusProducer:
 
         client = self._producer()
         try:
-            if item.partition is None:
-                item.partition = partition_for(item.key, self._bus.partitions(item.topic))
-            item.future = client.send(item.topic, value=item.value, key=item.key, partition=item.partition)
+            partition = item.partition
+            if partition is None:
+                # Create the topic first if absent (with its configured partitions), then
+                # hash over the partitions the broker has now, as every producer sees them
+                # (a broker may have created the topic its own way: tansu does, ignoring
+                # allow_auto_create_topics=False), so all records of a key meet.
+                self._bus.partitions(item.topic)
+                partition = partition_for(item.key, len(client.partitions_for(item.topic)))
+            item.future = client.send(item.topic, value=item.value, key=item.key, partition=partition)
         except (KafkaError, OSError, AssertionError) as exc:
             # AssertionError: kafka-python checks the partition against (stale) metadata
             item.future = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import socket
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -90,3 +91,11 @@ def test_endpoint_serves_the_registry_on_loopback() -> None:
         with pytest.raises(ConfigError) as err:
             serve(f"127.0.0.1:{taken.getsockname()[1]}", registry)
     assert err.value.setting == "[metrics] listen"
+
+
+def test_every_metric_is_documented(repo_root: Path) -> None:
+    doc = (repo_root / "docs" / "operations.md").read_text()
+    for family in all_metrics().collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        documented = name.replace("darknet_aggregator_", "darknet_<component>_")
+        assert f"`{name}`" in doc or f"`{documented}`" in doc, name

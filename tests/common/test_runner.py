@@ -262,3 +262,23 @@ def test_lag_is_published_per_partition() -> None:
            for p in ("0", "1")}
     ends = bus.end_offsets(IN)
     assert lag == {"0": float(ends[0]), "1": float(ends[1])}  # measured before the first poll
+
+
+def test_partitions_that_move_away_are_revoked_from_the_stage() -> None:
+    bus = make_bus([b"a", b"b", b"c", b"d"], partitions=2)
+
+    revoked_parts: list[frozenset[TopicPartition]] = []
+
+    class Tracks(Upper):
+        def revoked(self, partitions: frozenset[TopicPartition]) -> None:
+            revoked_parts.append(partitions)
+
+    stage = Tracks()
+    runner = make_runner(bus, stage)
+    runner.step()
+    assert runner.consumer.assignment() == {(IN, 0), (IN, 1)}
+    other = bus.consumer(GROUP, [IN])  # a second member joins: range assignment gives it partition 1
+    runner.step()
+    assert revoked_parts == [frozenset({(IN, 1)})]
+    assert other.assignment() == {(IN, 1)}
+    other.close()
