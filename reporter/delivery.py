@@ -189,13 +189,32 @@ def _count(channel: str, outcome: Outcome) -> None:
         m.failed_reports.labels(channel, outcome.kind.value).inc()
 
 
+def _route(report: Report) -> str:
+    """What a transient failure says is down: the RID endpoint, the SMTP server, the spool."""
+    if report.channel == "rid":
+        return f"rid {report.destination}"
+    return report.channel  # one SMTP server, one spool directory
+
+
 def deliver_due(outbox: Outbox, senders: Mapping[str, Sender], now: float, limit: int = 100) -> DeliveryStats:
-    """One round: every report due at ``now`` (up to ``limit``) is attempted once."""
+    """One round: every report due at ``now`` (up to ``limit``) is attempted once.
+
+    After a transient failure on a route (a RID endpoint, the SMTP server),
+    the route's other reports in this round are not tried; they are
+    rescheduled with the same reason, so a peer that times out costs one
+    timeout per round, not one per report.
+    """
     attempted = delivered = rejected = retrying = failed = 0
+    #: routes that failed transiently in this round, with the reason
+    down: dict[str, str] = {}
     for item in outbox.due(now, limit):
         r = item.report
         sender = senders.get(r.channel)
-        if sender is None:
+        route = _route(r)
+        if route in down:
+            # a peer that just timed out would cost every other report the same wait
+            outcome = Outcome(OutcomeKind.TRANSIENT, f"not tried: {down[route]}")
+        elif sender is None:
             outcome = Outcome(OutcomeKind.TRANSIENT, f"no sender configured for channel {r.channel!r}")
         else:
             try:
@@ -203,9 +222,13 @@ def deliver_due(outbox: Outbox, senders: Mapping[str, Sender], now: float, limit
             except Exception as exc:  # a bug in a sender must not stop the other reports
                 log.exception("sending report %s to %s failed unexpectedly", r.incident_id, r.recipient)
                 outcome = Outcome(OutcomeKind.TRANSIENT, f"internal error: {exc!r}")
+            _count(r.channel, outcome)
+            # unreachable (no status), or a RID peer answering 5xx/3xx: the route is down; an SMTP
+            # 4xx for one mailbox (greylisting) says nothing about the others
+            if outcome.kind is OutcomeKind.TRANSIENT and (outcome.status is None or r.channel == "rid"):
+                down[route] = outcome.reason
         state = outbox.record(item.id, outcome, now)
         attempted += 1
-        _count(r.channel, outcome)
         if state is State.SENT:
             delivered += 1
             log.info("delivered report %s to %s by %s", r.incident_id, r.recipient, r.channel)

@@ -301,3 +301,29 @@ def rid_transport_stub() -> RidTransport:
             raise AssertionError("a bad URL must not be contacted")
 
     return _Never()
+
+
+def test_a_route_that_is_down_costs_one_attempt_per_round(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    class Peers:
+        def send(self, item: OutboxItem, now: float) -> Outcome:
+            calls.append(item.report.incident_id)
+            if "blackhole" in item.report.destination:
+                return Outcome(OutcomeKind.TRANSIENT, "timeout talking to https://blackhole.example:4590/")
+            if "busy" in item.report.destination:
+                return Outcome(OutcomeKind.TRANSIENT, "HTTP 503 Service Unavailable", 503)
+            return Outcome(OutcomeKind.DELIVERED, "", 200)
+
+    def rep(n: int, host: str) -> Report:
+        return Report(f"inc-{n}", host, "rid", f"https://{host}.example:4590/", b"<RID/>")
+
+    with Outbox(tmp_path / "o.sqlite") as ob:
+        enqueue(ob, [rep(1, "blackhole"), rep(2, "up"), rep(3, "blackhole"), rep(4, "busy"), rep(5, "busy"),
+                     rep(6, "up"), rep(7, "blackhole")], T0)
+        stats = deliver_due(ob, {"rid": Peers()}, T0)
+        assert calls == ["inc-1", "inc-2", "inc-4", "inc-6"]
+        assert stats == DeliveryStats(7, 2, 0, 5, 0)
+        reasons = {i.report.incident_id: i.last_error for i in ob.items(State.QUEUED)}
+        assert reasons["inc-3"] == reasons["inc-7"] == "not tried: timeout talking to https://blackhole.example:4590/"
+        assert reasons["inc-5"] == "not tried: HTTP 503 Service Unavailable"

@@ -103,10 +103,13 @@ def test_mail_arrives_with_iodef_attached_and_readable_summary(tmp_path: Path) -
     with smtp_server() as (box, port), Outbox(tmp_path / "o.sqlite") as ob:
         sender = MailSender(SmtpConfig(host="127.0.0.1", port=port, mail_from="telescope@example.net",
                                        timeout_s=10))
-        enqueue(ob, [report(1), report(2, "nobody@isp.example"), report(3, "greylisted@isp.example")], T0)
+        enqueue(ob, [report(1), report(2, "nobody@isp.example"), report(3, "greylisted@isp.example"),
+                     report(4, "abuse@other.example")], T0)
         stats = deliver_due(ob, {"email": sender}, T0)
-        assert stats == DeliveryStats(3, 1, 1, 1, 0)
-        (env,) = box.messages
+        # greylisting one mailbox does not hold back the next one
+        assert stats == DeliveryStats(4, 2, 1, 1, 0)
+        env, other = box.messages
+        assert other.rcpt_tos == ["abuse@other.example"]
         assert env.mail_from == "telescope@example.net" and env.rcpt_tos == ["abuse@isp.example"]
         msg = email.message_from_bytes(env.content, policy=email.policy.default)
         assert msg["Subject"] == "[darknet report] scan: inc-1"
