@@ -46,23 +46,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Serve RID over HTTPS (RFC 6546) with mutual TLS: verify the sender's "
                     "certificate and the report's XML signature, validate the document, store it.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="TOML file with a [receiver] table")
-    p.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:4590)")
-    p.add_argument("--cert", help="server certificate (PEM)")
-    p.add_argument("--key", help="server private key (PEM)")
-    p.add_argument("--client-ca", dest="client_ca", help="CA bundle client certificates must chain to")
-    p.add_argument("--allow", action="append",
+    p.add_argument("--config", metavar="FILE", help="TOML file with a [receiver] table")
+    p.add_argument("--listen", metavar="HOST:PORT", help="HOST:PORT (default 127.0.0.1:4590)")
+    p.add_argument("--cert", metavar="CERT", help="server certificate (PEM)")
+    p.add_argument("--key", metavar="KEY", help="server private key (PEM)")
+    p.add_argument("--client-ca", dest="client_ca", metavar="CA",
+                   help="CA bundle client certificates must chain to")
+    p.add_argument("--allow", action="append", metavar="PEER",
                    help="allowed sender: SHA-256 fingerprint or subject (CN=...,O=...); repeat for more")
-    p.add_argument("--signer-ca", dest="signer_ca",
+    p.add_argument("--signer-ca", dest="signer_ca", metavar="CA",
                    help="CA bundle for the XML signature's certificate (default: --client-ca)")
-    p.add_argument("--signer-cert", dest="signer_certs", action="append",
+    p.add_argument("--signer-cert", dest="signer_certs", action="append", metavar="CERT",
                    help="pinned signer certificate (PEM); repeat for more; overrides --signer-ca")
-    p.add_argument("--store", help="directory for accepted reports (default ./received)")
-    p.add_argument("--schemas", help="directory with rid-with-iodef-2.0.xsd and iodef-2.0.xsd")
-    p.add_argument("--max-body-bytes", dest="max_body_bytes", type=int, help="largest message (16 MiB)")
-    p.add_argument("--request-timeout-s", dest="request_timeout_s", type=float,
+    p.add_argument("--store", metavar="DIR", help="directory for accepted reports (default ./received)")
+    p.add_argument("--schemas", metavar="DIR", help="directory with rid-with-iodef-2.0.xsd and iodef-2.0.xsd")
+    p.add_argument("--max-body-bytes", dest="max_body_bytes", type=int, metavar="BYTES",
+                   help="largest message (16 MiB)")
+    p.add_argument("--request-timeout-s", dest="request_timeout_s", type=float, metavar="SECONDS",
                    help="deadline for handshake plus one request (30 s)")
-    p.add_argument("--max-connections", dest="max_connections", type=int, help="concurrent connections (32)")
+    p.add_argument("--max-connections", dest="max_connections", type=int, metavar="N",
+                   help="concurrent connections (32)")
     p.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics there (default: off)")
     p.set_defaults(func=run)
 
