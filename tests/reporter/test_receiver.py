@@ -21,6 +21,7 @@ import pytest
 from lxml import etree
 from prometheus_client import REGISTRY
 
+from darknet_iodef.errors import ConfigError
 from reporter.iodef import IODEF_NS, build_iodef
 from reporter.receiver import Refusal, RidServer, check_request
 from reporter.rid import SigningIdentity, build_report
@@ -389,3 +390,23 @@ def test_receiver_command_refuses_bad_settings(tmp_path: Path, pki: Pki) -> None
     assert main([*base, "--listen", "127.0.0.1:0"]) == 2  # no --allow
     assert main([*base, "--allow", "CN=x", "--listen", "nowhere"]) == 2
     assert main([*base, "--allow", "abc"]) == 2
+
+
+def test_receiver_settings_from_toml_environment_and_flags(tmp_path: Path) -> None:
+    from darknet_iodef.cli import build_parser
+    from reporter.receiver_cmd import _settings
+
+    cfg = tmp_path / "rid.toml"
+    cfg.write_text('[receiver]\nlisten = "127.0.0.1:4591"\nallow = ["CN=a,O=b", "CN=c"]\n'
+                   'max_connections = 8\nstore = "/srv/rid"\n')
+    args = build_parser().parse_args(["receiver", "--config", str(cfg), "--listen", "[::1]:4592",
+                                      "--allow", "CN=z"])
+    s = _settings(args)
+    assert (s.listen, s.allow, s.max_connections, s.store, s.max_body_bytes) == (
+        "[::1]:4592", ("CN=z",), 8, "/srv/rid", 16 * 1024 * 1024)
+    cfg.write_text('[receiver]\nmax_connections = 0\n')
+    with pytest.raises(ConfigError, match=r"\[receiver\] max_connections"):
+        _settings(build_parser().parse_args(["receiver", "--config", str(cfg)]))
+    cfg.write_text('[receiver]\nlisten_port = 1\n')
+    with pytest.raises(ConfigError, match="unknown setting"):
+        _settings(build_parser().parse_args(["receiver", "--config", str(cfg)]))
