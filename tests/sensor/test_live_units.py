@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from darknet_iodef.errors import CaptureError, ConfigError
 from sensor.live.archive import RotatingPcapWriter, pcap_records
 from sensor.live.bpf import compile_filter, describe_program
-from sensor.live.frames import FrameBatch, walk_blocks
+from sensor.live.frames import FrameBatch, _chain_guess, walk_blocks
 from sensor.live.kernel import LINKTYPE_ETHERNET, TP_STATUS_USER, TP_STATUS_VLAN_VALID
 
 BLOCK = 4096
@@ -66,6 +66,9 @@ def test_walk_reads_every_header_field_in_place() -> None:
     assert fb.wire_lens.tolist() == [60, 1514, 61, 64]
     assert fb.vlan_tci.tolist() == [0, 42, 0, 7]
     assert fb.vlan_tpid.tolist() == [0, 0x8100, 0, 0x88A8]  # no TPID reported: 802.1Q
+    # the headers were found without following the chain (the guess proved itself)
+    guess = _chain_guess(ring.view(np.uint32), ring.view(np.uint16), BLOCK + 48, 2 * BLOCK, 3)
+    assert guess is not None and guess.tolist() == [BLOCK + 48, BLOCK + 48 + 144, BLOCK + 48 + 144 + 1088]
     for i, (_s, _ns, frame, _w, _t) in enumerate(pkts):
         o = int(fb.offsets[i])
         assert bytes(fb.buf[o : o + int(fb.cap_lens[i])]) == frame
@@ -182,8 +185,34 @@ def test_walk_of_a_corrupt_block_is_a_capture_error_or_in_bounds(
     for pos, value in edits:
         struct.pack_into("=I", raw, pos & ~3, value)
     buf = np.frombuffer(bytes(raw), np.uint8)
-    try:
-        fb = walk_blocks(buf, [BLOCK, 2 * BLOCK], BLOCK, LINKTYPE_ETHERNET, from_network_header=from_net)
-    except CaptureError:
+    results = []
+    for fast in (True, False):  # the guessed chain and the followed one agree, errors included
+        try:
+            results.append(walk_blocks(buf, [BLOCK, 2 * BLOCK], BLOCK, LINKTYPE_ETHERNET,
+                                       from_network_header=from_net, fast=fast))
+        except CaptureError as exc:
+            results.append(exc.reason)
+    fb, slow = results
+    if isinstance(fb, str):
+        assert fb == slow
         return
+    assert isinstance(slow, FrameBatch)
+    for name in ("offsets", "cap_lens", "wire_lens", "ts_ns", "vlan_tci", "vlan_tpid"):
+        assert np.array_equal(getattr(fb, name), getattr(slow, name))
     assert ((fb.offsets >= 0) & (fb.offsets + fb.cap_lens <= fb.buf.shape[0])).all()
+
+
+def test_a_frame_that_looks_like_a_header_does_not_fool_the_walk() -> None:
+    """A payload with the header's tp_mac/tp_net words at an 8-byte slot: the guess fails its proof."""
+    ring, pkts = _ring()
+    raw = bytearray(ring.tobytes())
+    second = BLOCK + 48 + 144  # the second header; its 1000-byte frame starts 82 bytes later
+    slot = second + 8 * 20  # an 8-byte slot whose bytes 24..27 lie inside that frame
+    struct.pack_into("=HH", raw, slot + 24, 82, 96)  # tp_mac, tp_net as the real headers have them
+    assert _chain_guess(np.frombuffer(bytes(raw), np.uint32), np.frombuffer(bytes(raw), np.uint16),
+                        BLOCK + 48, 2 * BLOCK, 3) is None
+    buf = np.frombuffer(bytes(raw), np.uint8)
+    fb = walk_blocks(buf, [BLOCK], BLOCK, LINKTYPE_ETHERNET)
+    assert fb.offsets.tolist() == walk_blocks(buf, [BLOCK], BLOCK, LINKTYPE_ETHERNET,
+                                              fast=False).offsets.tolist()
+    assert len(fb) == 3 and bytes(fb.buf[fb.offsets[2] : fb.offsets[2] + 61]) == pkts[2][2]
