@@ -156,5 +156,5 @@ def to_json(root: etree._Element) -> dict[str, Any]:
 
 
 def dumps(doc: dict[str, Any]) -> bytes:
-    """Stable JSON text (sorted keys, indented, UTF-8, final newline)."""
-    return json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n"
+    """Stable JSON text: sorted keys, compact (the C encoder; indenting is 5x slower), UTF-8, newline."""
+    return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 
 from reporter.settings import ReporterSettings
 
@@ -44,6 +45,7 @@ def _cut(net: ipaddress.IPv4Network | ipaddress.IPv6Network, bits: int) -> str:
     return str(net.supernet(new_prefix=bits))
 
 
+@lru_cache(maxsize=8)
 def telescope_addresses(settings: ReporterSettings) -> tuple[TelescopeAddress, ...]:
     """The telescope's address(es) for reports, after redaction (ordered, no duplicates)."""
     if settings.redact and settings.redact_mode == "hide":
