@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_START,
         help=f"first timestamp, seconds since the epoch (default: {DEFAULT_START})",
     )
+    p.add_argument(
+        "--interface-per-link",
+        action="store_true",
+        help="pcapng: one interface (IDB with if_name) per ingress link; each frame on its link's interface",
+    )
     p.add_argument("--out", required=True, type=Path, help="capture file to write")
     p.add_argument("--labels", type=Path, help="labels JSON to write")
     p.add_argument("--packet-labels", type=Path, help="per-packet entity index to write (.npy, file order)")
@@ -81,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         duration_s=args.duration,
         start=args.start,
+        interface_per_link=args.interface_per_link,
     )
     try:
         with args.out.open("wb") as fh:

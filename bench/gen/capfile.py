@@ -55,7 +55,8 @@ def _records(
 class CaptureWriter:
     """Writes frames to a pcap or pcapng file, chunk by chunk."""
 
-    def __init__(self, fh: BinaryIO, fmt: str, ts_resolution: str) -> None:
+    def __init__(self, fh: BinaryIO, fmt: str, ts_resolution: str, interfaces: tuple[str, ...] = ()) -> None:
+        """``interfaces``: pcapng only, one IDB per name (``if_name``); default one unnamed IDB."""
         if fmt not in ("pcap", "pcapng"):
             raise ValueError(f"unknown format {fmt!r}")
         if ts_resolution not in ("us", "ns"):
@@ -63,6 +64,9 @@ class CaptureWriter:
         self._fh = fh
         self._fmt = fmt
         self._ns = ts_resolution == "ns"
+        if interfaces and fmt != "pcapng":
+            raise ValueError("several capture interfaces need the pcapng format")
+        self._ifaces = interfaces
         self.bytes_written = 0
         self._write(self._file_header())
 
@@ -76,20 +80,32 @@ class CaptureWriter:
             return struct.pack("<IHHiIII", magic, 2, 4, 0, 0, SNAPLEN, LINKTYPE_ETHERNET)
         # SHB: byte-order magic, version 1.0, section length unknown (-1), no options
         shb = struct.pack("<IIIHHq", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1) + struct.pack("<I", 28)
+        return shb + b"".join(self._idb(name) for name in (self._ifaces or ("",)))
+
+    def _idb(self, name: str) -> bytes:
         opts = b""
+        if name:  # if_name (code 2), padded to 32 bits
+            raw = name.encode()
+            opts += struct.pack("<HH", 2, len(raw)) + raw + bytes(-len(raw) % 4)
         if self._ns:
-            opts = struct.pack("<HHB3x", 9, 1, 9) + struct.pack("<HH", 0, 0)  # if_tsresol=9, opt_endofopt
+            opts += struct.pack("<HHB3x", 9, 1, 9)  # if_tsresol = 9: nanoseconds
+        if opts:
+            opts += struct.pack("<HH", 0, 0)  # opt_endofopt
         idb_len = 20 + len(opts)
-        idb = (
+        return (
             struct.pack("<IIHHI", 1, idb_len, LINKTYPE_ETHERNET, 0, SNAPLEN)
             + opts
             + struct.pack("<I", idb_len)
         )
-        return shb + idb
 
     def write(
-        self, ts_ns: npt.NDArray[np.int64], frames: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int64]
+        self,
+        ts_ns: npt.NDArray[np.int64],
+        frames: npt.NDArray[np.uint8],
+        lengths: npt.NDArray[np.int64],
+        iface: npt.NDArray[np.uint8] | None = None,
     ) -> None:
+        """Append one record per frame; ``iface`` is each frame's interface (pcapng with interfaces)."""
         n = len(ts_ns)
         if n == 0:
             return
@@ -118,6 +134,8 @@ class CaptureWriter:
             ],
         )
         epb["type"] = 6
+        if self._ifaces and iface is not None:
+            epb["iface"] = iface
         epb["len"] = 32 + (lengths + 3) // 4 * 4
         epb["hi"] = (ticks >> 32).astype(np.uint32)
         epb["lo"] = (ticks & 0xFFFFFFFF).astype(np.uint32)

@@ -44,6 +44,8 @@ class GenOptions:
     seed: int = 1
     duration_s: float | None = None
     start: float = DEFAULT_START
+    #: pcapng: one interface per ingress link (EPB interface id = link index)
+    interface_per_link: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +80,12 @@ def generate(opts: GenOptions, out: BinaryIO) -> Generated:
     """Write the capture to ``out``; return its labels."""
     t0 = time.perf_counter()
     rows, entities, dark, _ = plan(opts)
-    writer = CaptureWriter(out, opts.fmt, opts.ts_resolution)
+    ifaces = tuple(lk.name for lk in LINKS) if opts.interface_per_link else ()
+    writer = CaptureWriter(out, opts.fmt, opts.ts_resolution, ifaces)
     for i in range(0, len(rows), CHUNK):
         chunk = rows[i : i + CHUNK]
         frames, lengths = build_frames(chunk)
-        writer.write(chunk["ts_ns"], frames, lengths)
+        writer.write(chunk["ts_ns"], frames, lengths, chunk["link"])
     labels = {
         "schema": LABELS_SCHEMA,
         "generator": "python -m bench.gen_darknet",
@@ -99,6 +102,8 @@ def generate(opts: GenOptions, out: BinaryIO) -> Generated:
         ),
         "rules": {"backscatter": BACKSCATTER_RULE, "scan_min_distinct_dsts": SCAN_MIN_DSTS},
         "links": [{"name": lk.name, "vlan": list(lk.tags), "src_mac": _mac(lk.mac)} for lk in LINKS],
+        # pcapng interface names in interface-id order ([] = one unnamed interface)
+        "interfaces": list(ifaces),
         "counts": summary_counts(rows, entities),
         "entities": entity_figures(rows, entities),
     }

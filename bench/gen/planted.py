@@ -142,7 +142,6 @@ class Planter:
     blocks: list[npt.NDArray[np.void]] = field(default_factory=list)
     entities: list[dict[str, Any]] = field(default_factory=list)
     _seq: np.random.SeedSequence = field(init=False)
-    _v6_used: set[bytes] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.pool = SourcePool(self.dark)
@@ -197,6 +196,7 @@ class Planter:
         rows["vlan_outer"] = outer[links]
         rows["vlan_inner"] = inner[links]
         rows["src_mac"] = macs[links]
+        rows["link"] = links
         used = sorted({int(x) for x in np.unique(links)})
         meta = {"id": meta.pop("id"), **meta, "links": [LINKS[i].name for i in used]}
         self.entities.append(meta)

@@ -88,6 +88,7 @@ SPEC_DTYPE = np.dtype(
     [
         ("ts_ns", "<i8"),
         ("entity", "<u4"),
+        ("link", "u1"),  # index into planted.LINKS (the ingress link)
         # shape
         ("tags", "u1"),  # 0, 1 (802.1Q) or 2 (802.1ad + 802.1Q)
         ("ipver", "u1"),  # 4 or 6 (0 for ARP)

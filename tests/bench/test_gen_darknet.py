@@ -407,3 +407,28 @@ def test_committed_sample_is_reproducible(tmp_path: Path, repo_root: Path) -> No
     )
     for name in ("sample-darknet.pcap", "sample-darknet.labels.json"):
         assert (tmp_path / name).read_bytes() == (repo_root / "pcaps" / name).read_bytes(), name
+
+
+def test_pcapng_interface_per_link(tmp_path: Path, tshark: str) -> None:
+    path = tmp_path / "links.pcapng"
+    labels, _ = _gen(path, scenario="sample", seed=8, packets=12_000, fmt="pcapng", interface_per_link=True)
+    assert labels["interfaces"] == [lk["name"] for lk in labels["links"]]
+    out = subprocess.run(
+        [tshark, "-n", "-r", str(path), "-T", "fields", "-E", "occurrence=f", "-e", "frame.interface_id",
+         "-e", "frame.interface_name", "-e", "eth.src", "-e", "vlan.id", "-e", "ieee8021ad.id"],
+        check=True, capture_output=True, text=True,
+    ).stdout.splitlines()  # fmt: skip
+    assert len(out) == 12_000
+    seen = set()
+    for line in out:
+        iface, name, mac, vlan, outer = line.split("\t")
+        link = labels["links"][int(iface)]
+        assert name == link["name"] and mac == link["src_mac"]
+        assert (outer or vlan) == (str(link["vlan"][0]) if link["vlan"] else "")
+        seen.add(int(iface))
+    assert seen == set(range(len(labels["links"])))
+
+
+def test_pcap_cannot_have_several_interfaces(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="pcapng"):
+        _gen(tmp_path / "x.pcap", scenario="sample", packets=12_000, interface_per_link=True)
