@@ -14,7 +14,9 @@ For each: FlowBuilder.push (flows + samples, the real work), the same without
 samples (K=0), and the alternatives for the grouping step on the same keys:
 ``np.unique(..., return_inverse=True)`` on the 80-byte key records and a
 pure-Python dict fold (on a slice, extrapolated). Prints packets per second
-and ratios; nothing is asserted (speed goes in the README, not in tests).
+and ratios, timed in CPU seconds of the process (wall time on a shared
+machine measures the neighbours); nothing is asserted (speed goes in the
+README and docs/flows.md, not in tests).
 """
 
 from __future__ import annotations
@@ -82,21 +84,22 @@ def make_packets(shape: str, n: int, seed: int = 1) -> npt.NDArray[np.void]:
 
 
 def timed(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
+    """CPU seconds of this process: on a shared machine wall time mostly measures the neighbours."""
+    t = time.process_time()
     fn()
-    return time.perf_counter() - t
+    return time.process_time() - t
 
 
 def run_builder(pk: npt.NDArray[np.void], batch: int, k: int) -> tuple[float, int]:
     b = FlowBuilder(DARK, SensorSettings(samples_per_source=k), "bench")
     flows = 0
-    t = time.perf_counter()
+    t = time.process_time()
     for i in range(0, pk.shape[0], batch):
         for fb in b.push(pk[i : i + batch]):
             flows += fb.flows.shape[0]
     for fb in b.flush():
         flows += fb.flows.shape[0]
-    return time.perf_counter() - t, flows
+    return time.process_time() - t, flows
 
 
 def python_fold(pk: npt.NDArray[np.void]) -> dict[tuple[int, ...], int]:
@@ -148,7 +151,7 @@ def bench_shape(shape: str, n: int, batch: int, python_slice: int) -> None:
     py = timed(lambda: python_fold(head)) * n / m
     rows.append((f"group: Python dict ({m:,} slice, extrapolated)", py))
     for what, s in rows:
-        print(f"{shape:7} {what:38} {s:8.3f} {n / s:12,.0f} {base / (n / s):9.2f}x")
+        print(f"{shape:7} {what:48} {s:8.3f} {n / s:12,.0f} {base / (n / s):11.2f}x")
     print(f"{shape:7} (flows out: {flows:,})")
 
 
@@ -159,8 +162,8 @@ def main() -> int:
     ap.add_argument("--python-slice", type=int, default=200_000)
     args = ap.parse_args()
     n, batch = args.packets, args.batch
-    print(f"{n:,} packets per shape, batches of {batch:,}, numpy {np.__version__}, one core")
-    print(f"{'shape':7} {'what':38} {'seconds':>8} {'packets/s':>12} {'vs builder':>10}")
+    print(f"{n:,} packets per shape, batches of {batch:,}, numpy {np.__version__}, one core, CPU time")
+    print(f"{'shape':7} {'what':48} {'seconds':>8} {'packets/s':>12} {'time/builder':>12}")
     for shape in ("scan", "flood", "repeat"):
         bench_shape(shape, n, batch, args.python_slice)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
