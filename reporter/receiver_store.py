@@ -5,10 +5,15 @@ byte for byte as received (``rid/``), and the IODEF 2.0 document that was
 inside the signature is kept beside it (``iodef/``) for tools that read
 IODEF only. Files are named by the SHA-256 of the received body and written
 atomically (temporary file, fsync, rename) before the index row is committed,
-so the index never points at a missing or partial file. A resend of a report
-already stored from the same sender (same IncidentID and IncidentID@name) is
-recognised and not stored twice: RID sending is idempotent (RFC 6546 section
-3), and the receiver still answers 200 so the sender stops resending.
+so the index never points at a missing or partial file.
+
+A resend is recognised by the sender, the IncidentID (with its name) and the
+SHA-256 of the signed IODEF document -- not of the message, because a sender
+that signs again makes new signature bytes (ECDSA is randomised) for the same
+report. It is not stored twice: RID sending is idempotent (RFC 6546 section
+3), and the receiver still answers 200 so the sender stops resending. A
+different document under the same IncidentID (a corrected or extended
+report) is kept as another row: nothing a peer sends is silently dropped.
 """
 
 from __future__ import annotations
@@ -42,9 +47,10 @@ CREATE TABLE IF NOT EXISTS received (
     body_bytes         INTEGER NOT NULL,
     iodef_bytes        INTEGER NOT NULL,
     sha256             TEXT NOT NULL,
+    iodef_sha256       TEXT NOT NULL,
     rid_path           TEXT NOT NULL,
     iodef_path         TEXT NOT NULL,
-    UNIQUE (sender_subject, incident_name, incident_id)
+    UNIQUE (sender_subject, incident_name, incident_id, iodef_sha256)
 );
 CREATE INDEX IF NOT EXISTS received_time ON received (received);
 """
@@ -75,6 +81,7 @@ class StoredReport:
     body_bytes: int
     iodef_bytes: int
     sha256: str
+    iodef_sha256: str
     rid_path: str
     iodef_path: str
 
@@ -110,7 +117,10 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 class ReceiverStore:
-    """Accepted reports under ``root``: ``index.sqlite``, ``rid/<sha256>.xml``, ``iodef/<sha256>.xml``."""
+    """Accepted reports under ``root``: ``index.sqlite``, ``rid/<sha256>.xml``, ``iodef/<sha256>.xml``.
+
+    One process owns a store (SQLite WAL allows readers beside it).
+    """
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -129,23 +139,25 @@ class ReceiverStore:
             now: float) -> tuple[bool, int]:
         """Store one verified report; (True, row id) if new, (False, id of the earlier copy) if a resend."""
         digest = hashlib.sha256(body).hexdigest()
+        doc_digest = hashlib.sha256(iodef).hexdigest()
         rid_rel = f"rid/{digest[:2]}/{digest}.xml"
-        iodef_rel = f"iodef/{digest[:2]}/{digest}.xml"
+        iodef_rel = f"iodef/{doc_digest[:2]}/{doc_digest}.xml"
         with self._lock:
             row = self._db.execute(
-                "SELECT id FROM received WHERE sender_subject = ? AND incident_name = ? AND incident_id = ?",
-                (sender.subject, report.incident_name, report.incident_id)).fetchone()
+                "SELECT id FROM received WHERE sender_subject = ? AND incident_name = ? AND incident_id = ? "
+                "AND iodef_sha256 = ?",
+                (sender.subject, report.incident_name, report.incident_id, doc_digest)).fetchone()
             if row is not None:
                 return False, int(row[0])
             _write_atomic(self.root / rid_rel, body)
             _write_atomic(self.root / iodef_rel, iodef)
             cur = self._db.execute(
                 "INSERT INTO received (incident_id, incident_name, sender_subject, sender_fingerprint, "
-                "received, msg_type, purpose, kind, body_bytes, iodef_bytes, sha256, rid_path, iodef_path) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "received, msg_type, purpose, kind, body_bytes, iodef_bytes, sha256, iodef_sha256, rid_path, "
+                "iodef_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (report.incident_id, report.incident_name, sender.subject, sender.fingerprint, now,
-                 report.msg_type, report.purpose, report.kind, len(body), len(iodef), digest, rid_rel,
-                 iodef_rel))
+                 report.msg_type, report.purpose, report.kind, len(body), len(iodef), digest, doc_digest,
+                 rid_rel, iodef_rel))
             return True, int(cur.lastrowid or 0)
 
     def reports(self, limit: int = 1000) -> list[StoredReport]:
@@ -153,7 +165,8 @@ class ReceiverStore:
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, incident_id, incident_name, sender_subject, sender_fingerprint, received, "
-                "msg_type, purpose, kind, body_bytes, iodef_bytes, sha256, rid_path, iodef_path "
+                "msg_type, purpose, kind, body_bytes, iodef_bytes, sha256, iodef_sha256, rid_path, "
+                "iodef_path "
                 "FROM received ORDER BY id LIMIT ?", (limit,)).fetchall()
         return [StoredReport(*r) for r in rows]
 
