@@ -115,9 +115,18 @@ class _Bytes:
         return self.b32[pos].astype(np.int64)
 
 
-def _c16(w: U8x2, k: int) -> npt.NDArray[np.int64]:
-    """Big-endian uint16 at column ``k`` of a window."""
-    return w[:, k:k + 2].view(">u2")[:, 0].astype(np.int64)
+def _c16(w: U8x2, k: int) -> npt.NDArray[np.int32]:
+    """Big-endian uint16 at column ``k`` of a window, for arithmetic."""
+    return w[:, k:k + 2].view(">u2")[:, 0].astype(np.int32)
+
+
+def _v16(w: U8x2, k: int) -> npt.NDArray[np.uint16]:
+    """The same as a view (no copy): for fields stored as they are."""
+    return w[:, k:k + 2].view(">u2")[:, 0]
+
+
+def _v32(w: U8x2, k: int) -> npt.NDArray[np.uint32]:
+    return w[:, k:k + 4].view(">u4")[:, 0]
 
 
 def _c32(w: U8x2, k: int) -> npt.NDArray[np.uint32]:
@@ -351,13 +360,13 @@ def _ipv4(F: _Frames, rows: Idx, p: I64) -> _Transport | None:
     frag_off = (ff & 0x1FFF) * 8
     F.put("ip_version", rows, 4)
     F.put("ip_len", rows, tot)
-    F.put("ip_id", rows, _c16(w, 4))
+    F.put("ip_id", rows, _v16(w, 4))
     F.put("frag_flags", rows, ff >> 13)
     F.put("frag_offset", rows, frag_off)
     F.put("ttl", rows, w[:, 8])
     F.put("protocol", rows, proto)
-    F.put("src_ip4", rows, _c32(w, 12))
-    F.put("dst_ip4", rows, _c32(w, 16))
+    F.put("src_ip4", rows, _v32(w, 12))
+    F.put("dst_ip4", rows, _v32(w, 16))
     F.add_layer(rows, LAYER_IP)
     t = p + ihl
     # total length 0 is what TCP segmentation offload leaves: trust the capture then
@@ -456,8 +465,8 @@ def _tcp(F: _Frames, rows: Idx, t: I64, tw: U8x2, lim: I64) -> None:
     have = lim - t
     ports = have >= 4
     if ports.all():
-        F.put("src_port", rows, _c16(tw, 0))
-        F.put("dst_port", rows, _c16(tw, 2))
+        F.put("src_port", rows, _v16(tw, 0))
+        F.put("dst_port", rows, _v16(tw, 2))
     else:
         F.put("src_port", rows[ports], _c16(tw[ports], 0))
         F.put("dst_port", rows[ports], _c16(tw[ports], 2))
@@ -467,10 +476,10 @@ def _tcp(F: _Frames, rows: Idx, t: I64, tw: U8x2, lim: I64) -> None:
         rows, t, tw, lim = rows[~short], t[~short], tw[~short], lim[~short]
     hf = _c16(tw, 12)
     doff = (hf >> 12) * 4
-    F.put("tcp_seq", rows, _c32(tw, 4))
-    F.put("tcp_ack", rows, _c32(tw, 8))
+    F.put("tcp_seq", rows, _v32(tw, 4))
+    F.put("tcp_ack", rows, _v32(tw, 8))
     F.put("tcp_flags", rows, hf & 0x0FFF)
-    F.put("tcp_window", rows, _c16(tw, 14))
+    F.put("tcp_window", rows, _v16(tw, 14))
     F.put("tcp_hdr_len", rows, doff)
     bad = doff < 20
     if bad.any():
@@ -504,8 +513,8 @@ def _quote4(F: _Frames, rows: Idx, q: I64, lim: I64) -> None:
     proto = w[:, 9].astype(np.int64)
     F.put("inner_ip_version", rows, 4)
     F.put("inner_protocol", rows, proto)
-    F.put("inner_src_ip4", rows, _c32(w, 12))
-    F.put("inner_dst_ip4", rows, _c32(w, 16))
+    F.put("inner_src_ip4", rows, _v32(w, 12))
+    F.put("inner_dst_ip4", rows, _v32(w, 16))
     F.add_layer(rows, LAYER_INNER)
     first = (_c16(w, 6) & 0x1FFF) == 0
     t = q + ihl
