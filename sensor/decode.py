@@ -177,7 +177,7 @@ class _Frames:
 
 # ----------------------------------------------------------------------------- link layer
 
-def _vlan_walk(F: _Frames, rows: Idx, pos: I64, etype: npt.NDArray[np.int64]) -> None:
+def _vlan_walk(F: _Frames, rows: Idx, pos: I64, etype: npt.NDArray[np.signedinteger[Any]]) -> None:
     """Step over any depth of 802.1Q/802.1ad tags (updates pos, etype in place)."""
     tagged = _isin(etype, VLAN_TPIDS)
     if not tagged.any():
