@@ -424,3 +424,35 @@ def test_receiver_settings_from_toml_environment_and_flags(tmp_path: Path) -> No
     cfg.write_text('[receiver]\nlisten_port = 1\n')
     with pytest.raises(ConfigError, match="unknown setting"):
         _settings(build_parser().parse_args(["receiver", "--config", str(cfg)]))
+
+
+def test_mutated_requests_never_break_the_server(tmp_path: Path, pki: Pki,
+                                                 reports: list[SignedReport]) -> None:
+    """Seeded byte mutations of a valid request: every answer is a 2xx/4xx/501 or a close, never a 500."""
+    import random
+
+    rng = random.Random(6546)
+    body = reports[1].body
+    valid = (b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\n"
+             b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    statuses: list[int] = []
+    closed = 0
+    # a short deadline: a mutated Content-Length larger than the body waits for it
+    with receiver_running(tmp_path / "store", pki, [pki.client.subject], request_timeout_s=0.5) as srv:
+        for _ in range(60):
+            data = bytearray(valid)
+            for _ in range(rng.randint(1, 8)):
+                pos = rng.randrange(len(data)) if rng.random() < 0.5 else rng.randrange(120)
+                data[pos] = rng.randrange(256)
+            with _tls(srv, pki) as s:
+                s.sendall(bytes(data))
+                resp = http.client.HTTPResponse(s)
+                try:
+                    resp.begin()
+                    statuses.append(resp.status)
+                except (http.client.HTTPException, OSError):
+                    closed += 1
+        assert len(statuses) > closed
+        assert set(statuses) <= {200, 400, 404, 405, 411, 413, 415, 431, 501}, statuses
+        assert srv.stats["500"] == 0
+        accepted(srv, pki, reports[0])
