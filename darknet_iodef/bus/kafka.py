@@ -49,6 +49,12 @@ log = logging.getLogger(__name__)
 _TOPIC_ALREADY_EXISTS = 36
 
 
+def _supported(cls: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """The options this kafka-python version knows (older ones refuse unknown options)."""
+    known = getattr(cls, "DEFAULT_CONFIG", None)
+    return config if known is None else {k: v for k, v in config.items() if k in known}
+
+
 def _transient(what: str, exc: BaseException) -> TransientError:
     return TransientError(f"Kafka {what} failed: {type(exc).__name__}: {exc}")
 
@@ -75,6 +81,8 @@ class KafkaBus:
             "request_timeout_ms": s.request_timeout_ms,
             "reconnect_backoff_ms": s.reconnect_backoff_ms,
             "reconnect_backoff_max_ms": s.reconnect_backoff_max_ms,
+            # a client made while the broker is away gives up after this, not 30 s
+            "bootstrap_timeout_ms": s.max_block_ms,
         }
 
     # -- admin -------------------------------------------------------------------------------
@@ -85,7 +93,7 @@ class KafkaBus:
         if self._admin is None:
             self.connect_attempts += 1
             try:
-                self._admin = KafkaAdminClient(**self.common())
+                self._admin = KafkaAdminClient(**_supported(KafkaAdminClient, self.common()))
             except (KafkaError, OSError) as exc:
                 raise _transient("admin connection", exc) from None
         return self._admin
@@ -179,16 +187,16 @@ class KafkaBusProducer:
             s = self._bus.settings
             self._bus.connect_attempts += 1
             try:
-                self._client = KafkaProducer(
+                self._client = KafkaProducer(**_supported(KafkaProducer, {
                     **self._bus.common(),
-                    acks="all",
-                    linger_ms=s.linger_ms,
-                    max_block_ms=s.max_block_ms,
-                    enable_idempotence=s.idempotence,
-                    allow_auto_create_topics=False,
+                    "acks": "all",
+                    "linger_ms": s.linger_ms,
+                    "max_block_ms": s.max_block_ms,
+                    "enable_idempotence": s.idempotence,
+                    "allow_auto_create_topics": False,
                     # one request in flight per connection keeps a partition's order through retries
-                    max_in_flight_requests_per_connection=1 if not s.idempotence else 5,
-                )
+                    "max_in_flight_requests_per_connection": 1 if not s.idempotence else 5,
+                }))
             except (KafkaError, OSError) as exc:
                 raise _transient("producer connection", exc) from None
         return self._client
@@ -314,16 +322,16 @@ class KafkaBusConsumer:
             self._bus.ensure_topics(self.topics)
             self._bus.connect_attempts += 1
             try:
-                client = KafkaConsumer(
+                client = KafkaConsumer(**_supported(KafkaConsumer, {
                     **self._bus.common(),
-                    group_id=self.group,
-                    enable_auto_commit=False,
-                    auto_offset_reset="earliest",
-                    session_timeout_ms=s.session_timeout_ms,
-                    heartbeat_interval_ms=s.heartbeat_interval_ms,
-                    max_poll_interval_ms=s.max_poll_interval_ms,
-                    allow_auto_create_topics=False,
-                )
+                    "group_id": self.group,
+                    "enable_auto_commit": False,
+                    "auto_offset_reset": "earliest",
+                    "session_timeout_ms": s.session_timeout_ms,
+                    "heartbeat_interval_ms": s.heartbeat_interval_ms,
+                    "max_poll_interval_ms": s.max_poll_interval_ms,
+                    "allow_auto_create_topics": False,
+                }))
                 client.subscribe(list(self.topics))
             except (KafkaError, OSError) as exc:
                 raise _transient("consumer connection", exc) from None
