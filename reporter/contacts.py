@@ -58,7 +58,7 @@ CONTACT_FORMATS: Final = ("rid", "xml", "json")
 CSV_COLUMNS: Final = ("network", "id", "organisation", "abuse_email", "rid_url", "format", "tlp", "send")
 
 _EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
-_ASN = re.compile(r"^(?:AS)?(\d{1,10})$", re.IGNORECASE)
+_ASN = re.compile(r"^AS(\d{1,10})$", re.IGNORECASE)
 _SLUG = re.compile(r"[^a-z0-9._-]+")
 _TRUE = {"1", "true", "yes", "on", ""}
 _FALSE = {"0", "false", "no", "off"}
@@ -355,8 +355,10 @@ class _Builder:
 
     def network(self, text: str, idx: int, where: str) -> None:
         m = _ASN.match(text.strip())
-        if m and "." not in text and ":" not in text and text.strip().upper().startswith("AS"):
+        if m:
             asn = int(m.group(1))
+            if asn >= 2**32:
+                raise ConfigError(where, f"{text!r} is not a 32-bit AS number")
             if asn in self.asns and self.asns[asn] != idx:
                 raise ConfigError(where, f"AS{asn} is listed for two contacts")
             self.asns[asn] = idx

@@ -211,3 +211,16 @@ def test_shipped_examples_load_and_agree(repo_root: Path) -> None:
     nested = [toml.lookup(ip).id for ip in ("198.51.100.9", "198.51.7.1")]
     assert nested == ["example-hosting", "example-transit"]
     assert toml.lookup("203.0.113.5").send is False
+
+
+def test_asn_rows(tmp_path: Path) -> None:
+    p = tmp_path / "c.csv"
+    p.write_text("network,organisation,abuse_email\nas64500,A,a@example.net\nAS4200000000,B,b@example.net\n")
+    table = load_contacts(p)
+    assert dict(table.asns) == {64500: 0, 4200000000: 1}
+    p.write_text("network,organisation,abuse_email\nAS4294967296,A,a@example.net\n")
+    with pytest.raises(ConfigError, match="not a 32-bit AS number"):
+        load_contacts(p)
+    p.write_text("network,organisation,abuse_email\n64500,A,a@example.net\n")  # a bare number is no prefix
+    with pytest.raises(ConfigError, match="'64500' is not an IP prefix"):
+        load_contacts(p)
