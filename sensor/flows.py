@@ -27,11 +27,10 @@ Theory of operation (DOMAIN.md section 2; STYLE.md habits 1 and 7):
   pending partials outgrow the merged part (so merging costs O(n log n)
   amortised), and at most K sample candidates per source after each push.
 
-Memory per distinct flow tuple: 80 bytes of key, 8 of hash and 72 of values
-(count, first, last, six slots as int64) = 160 bytes, about twice that while
-merging; plus K sample rows of 116 bytes and 8 bytes of arrival number per
-source. A flood of one million distinct tuples in an interval thus takes
-about 160-320 MB.
+Memory per distinct flow tuple: its 120-byte flow row and an 8-byte hash =
+128 bytes, about twice that while merging; plus K sample rows of 116 bytes
+and 8 bytes of arrival number per source. A flood of one million distinct tuples in an interval thus takes
+about 130-260 MB.
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ from darknet_iodef.addresses import DarkPrefixes, addr16_is_v4
 from darknet_iodef.flowtuple import FLOW_DTYPE, SAMPLE_DTYPE, SLOTS, FlowBatch
 from sensor.fields import LAYER_IP, PACKET_DTYPE, Status
 from sensor.flows_fold import Folded, fold, merge, take_rows, to_flows
-from sensor.flows_rows import flow_keys, sample_rows
+from sensor.flows_rows import flow_rows, sample_rows
 from sensor.flows_samples import Candidates, first_per_source
 from sensor.settings import SensorSettings
 
@@ -272,9 +271,9 @@ class FlowBuilder:
             if dark.size == 0:
                 return
             pk, ts, seq = take_rows(pk, dark), ts[dark], seq[dark]
-        keys = flow_keys(pk)
         slot = ((ts - iv.start_ns) * SLOTS) // self._interval
-        part = fold(keys, ts, slot.astype(np.intp))
+        keys = flow_rows(pk, ts, slot.astype(np.intp))
+        part = fold(keys)
         iv.parts.append(part)
         iv.pending_rows += len(part)
         if iv.pending_rows > max(iv.merged_rows, _COMPACT_MIN_ROWS):
@@ -283,12 +282,16 @@ class FlowBuilder:
             iv.merged_rows = len(merged)
             iv.pending_rows = 0
         if self._k:
-            keep = first_per_source(keys["src_ip"], ts, seq, self._k)
-            cand = Candidates(sample_rows(take_rows(pk, keep), keys["src_ip"][keep], ts[keep]), seq[keep])
+            # candidates stay in arrival order until the interval closes
+            keep = first_per_source(keys["src_ip"], ts, seq, self._k, ordered=False)
+            if keep.shape[0] == pk.shape[0]:
+                cand = Candidates(sample_rows(pk, keys["src_ip"], ts), seq)
+            else:
+                cand = Candidates(sample_rows(take_rows(pk, keep), keys["src_ip"][keep], ts[keep]), seq[keep])
             iv.candidates.append(cand)
             iv.candidate_rows += len(cand)
             if iv.candidate_rows > max(2 * iv.kept_candidates, _COMPACT_MIN_ROWS):
-                kept = Candidates.concat(iv.candidates).select(self._k)
+                kept = Candidates.concat(iv.candidates).select(self._k, ordered=False)
                 iv.candidates = [kept]
                 iv.kept_candidates = iv.candidate_rows = len(kept)
 

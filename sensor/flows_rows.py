@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from darknet_iodef.addresses import ADDR_DTYPE, addr16_from_v4
-from darknet_iodef.flowtuple import IPF_FRAGMENT, SAMPLE_DTYPE
+from darknet_iodef.flowtuple import FLOW_DTYPE, IPF_FRAGMENT, SAMPLE_DTYPE
 from sensor.fields import (
     FRAG_DF,
     FRAG_MF,
@@ -37,9 +37,9 @@ from sensor.fields import (
     TCP_ACK,
     TCP_SYN,
 )
-from sensor.flows_fold import KEY_DTYPE, copy_fields
+from sensor.flows_fold import copy_fields
 
-__all__ = ["IPPROTO_ICMP", "IPPROTO_ICMPV6", "IPPROTO_TCP", "addr16", "flow_keys", "sample_rows"]
+__all__ = ["IPPROTO_ICMP", "IPPROTO_ICMPV6", "IPPROTO_TCP", "addr16", "flow_rows", "sample_rows"]
 
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
@@ -73,10 +73,17 @@ def _inner_port(pk: npt.NDArray[np.void], which: str) -> npt.NDArray[np.uint16]:
     return np.where(has, pk[f"inner_{which}_port"], 0).astype(np.uint16)
 
 
-def flow_keys(pk: npt.NDArray[np.void]) -> npt.NDArray[np.void]:
-    """KEY_DTYPE rows for IP packets (PACKET_DTYPE, status OK)."""
+def flow_rows(
+    pk: npt.NDArray[np.void], ts_ns: npt.NDArray[np.int64], slot: npt.NDArray[np.intp]
+) -> npt.NDArray[np.void]:
+    """One FLOW_DTYPE row per IP packet (PACKET_DTYPE, status OK): its key, count 1,
+    first = last = ``ts_ns``, and 1 in slot ``slot`` of the interval."""
     n = pk.shape[0]
-    keys = np.zeros(n, dtype=KEY_DTYPE)
+    keys = np.zeros(n, dtype=FLOW_DTYPE)
+    keys["packet_count"] = 1
+    keys["first_ns"] = ts_ns
+    keys["last_ns"] = ts_ns
+    keys["slot_counts"][np.arange(n), slot] = 1
     proto = pk["protocol"]
     is_icmp = (proto == IPPROTO_ICMP) | (proto == IPPROTO_ICMPV6)
     is_tcp = proto == IPPROTO_TCP

@@ -46,9 +46,11 @@ class Candidates:
             return cls.empty()
         return cls(concat_rows([p.rows for p in parts]), np.concatenate([p.seq for p in parts]))
 
-    def select(self, k: int) -> Candidates:
-        """Keep the first ``k`` rows of each source."""
-        keep = first_per_source(self.rows["src_ip"], self.rows["ts_ns"], self.seq, k)
+    def select(self, k: int, ordered: bool = True) -> Candidates:
+        """Keep the first ``k`` rows of each source; sorted by (source, ts, seq) if ``ordered``."""
+        keep = first_per_source(self.rows["src_ip"], self.rows["ts_ns"], self.seq, k, ordered)
+        if not ordered and keep.shape[0] == len(self):
+            return self
         return Candidates(take_rows(self.rows, keep), self.seq[keep])
 
 
@@ -57,12 +59,17 @@ def first_per_source(
     ts_ns: npt.NDArray[np.int64],
     seq: npt.NDArray[np.int64],
     k: int,
+    ordered: bool = True,
 ) -> npt.NDArray[np.intp]:
     """Indices of the first ``k`` rows of each source in (ts, seq) order.
 
-    The indices come sorted by (source, ts, seq). When timestamps and arrival
-    numbers are already non-decreasing (a batch in time order, the usual
-    case) a single stable sort by source is enough.
+    The indices come sorted by (source, ts, seq) when ``ordered``, else in
+    ascending index order -- cheaper to gather (a streaming pass instead of a
+    random one) when the caller only drops rows. A stable sort by source
+    alone is enough when each source's rows already come in (ts, seq) order
+    -- a batch in time order, or candidates concatenated push after push --
+    and numpy's stable sort (timsort) is fast on such concatenated sorted
+    runs; otherwise (reordered packets) a full sort on (source, ts, seq).
     """
     n = seq.shape[0]
     if n == 0 or k == 0:
@@ -71,22 +78,32 @@ def first_per_source(
     src_lo = be[:, 1].astype(np.uint64)
     src_hi = be[:, 0]
     one_word = bool(np.all(src_hi == src_hi[0]))  # all IPv4 (or one IPv6 /64)
-    in_order = bool(np.all(ts_ns[1:] >= ts_ns[:-1]) and np.all(seq[1:] > seq[:-1]))
-    if one_word and in_order:
-        order = np.argsort(src_lo, kind="stable")
-    elif one_word:
-        order = np.lexsort((seq, ts_ns, src_lo))
-    else:
-        order = np.lexsort((seq, ts_ns, src_lo, src_hi.astype(np.uint64)))
-    lo = src_lo[order]
-    new = np.empty(n, dtype=bool)
-    new[:1] = True
-    np.not_equal(lo[1:], lo[:-1], out=new[1:])
-    if not one_word:
-        hi = src_hi[order]
-        new[1:] |= hi[1:] != hi[:-1]
+    by_source = (src_lo,) if one_word else (src_lo, src_hi.astype(np.uint64))
+    order = np.lexsort(by_source)  # stable
+
+    def runs(order: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
+        """True where a sorted row starts a new source."""
+        lo = src_lo[order]
+        new = np.empty(n, dtype=bool)
+        new[:1] = True
+        np.not_equal(lo[1:], lo[:-1], out=new[1:])
+        if not one_word:
+            hi = src_hi[order]
+            new[1:] |= hi[1:] != hi[:-1]
+        return new
+
+    new = runs(order)
+    t, q = ts_ns[order], seq[order]
+    backwards = (t[1:] < t[:-1]) | ((t[1:] == t[:-1]) & (q[1:] < q[:-1]))
+    if np.any(backwards & ~new[1:]):
+        keys = (seq, ts_ns, src_lo) if one_word else (seq, ts_ns, src_lo, src_hi.astype(np.uint64))
+        order = np.lexsort(keys)
+        new = runs(order)
     starts = np.flatnonzero(new)
     if starts.shape[0] == n:  # every row its own source: all kept
-        return order
+        return order if ordered else np.arange(n)
     rank = np.arange(n) - starts[np.cumsum(new) - 1]
-    return order[rank < k]
+    keep = order[rank < k]
+    if ordered:
+        return keep
+    return np.arange(n) if keep.shape[0] == n else np.sort(keep)

@@ -78,7 +78,7 @@ def test_hash_collisions_are_resolved_exactly(monkeypatch: pytest.MonkeyPatch) -
     pk = synthetic(2000, seed=5)
     b = FlowBuilder(DARK, SensorSettings(), "split")
     honest = b.push(pk) + b.flush()
-    monkeypatch.setattr(fold_mod, "hash_keys", lambda keys: np.full(keys.shape[0], 7, np.uint64))
+    monkeypatch.setattr(fold_mod, "hash_keys", lambda rows: np.full(rows.shape[0], 7, np.uint64))
     b = FlowBuilder(DARK, SensorSettings(), "split")
     forged = b.push(pk) + b.flush()
     assert len(forged) == len(honest)
