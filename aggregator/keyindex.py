@@ -27,6 +27,7 @@ EMPTY = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 _U64 = np.uint64
 _M1 = _U64(0xBF58476D1CE4E5B9)
 _M2 = _U64(0x94D049BB133111EB)
+_PLACE_CHUNK = 1 << 20
 
 
 def mix64(keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
@@ -151,18 +152,24 @@ class KeyIndex:
     def _reserve(self, count: int) -> None:
         if count * 4 <= self._slots.shape[0] * 3:
             return
-        keys, rows = self.items()
+        used = self._slots != EMPTY
+        keys = self._slots[used]
+        rows = self._rows[used] if self._with_rows else None
+        del used
+        self._slots = self._rows = np.zeros(0, dtype=np.uint64)  # free before the new table
         self._alloc(_size_for(count))
         self._count = 0
-        self._place(keys, rows)
+        self._place(keys, np.zeros(0, np.int64) if rows is None else rows)
 
     def _place(self, keys: npt.NDArray[np.uint64], rows: npt.NDArray[np.int64]) -> None:
-        if keys.size == 0:
-            return
-        where, _ = self._probe(keys, insert=True)
-        if self._with_rows:
-            self._rows[where] = rows
-        self._count += keys.shape[0]
+        # in chunks: the probe's temporaries are ~60 bytes a key, so re-placing ten
+        # million keys at once would briefly cost more than the table itself
+        for lo in range(0, keys.shape[0], _PLACE_CHUNK):
+            part = keys[lo : lo + _PLACE_CHUNK]
+            where, _ = self._probe(part, insert=True)
+            if self._with_rows and rows.size:
+                self._rows[where] = rows[lo : lo + _PLACE_CHUNK]
+            self._count += part.shape[0]
 
     def keys(self) -> npt.NDArray[np.uint64]:
         return self._slots[self._slots != EMPTY].copy()

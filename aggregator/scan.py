@@ -58,8 +58,8 @@ from aggregator.detector import BatchView, Context, Fields
 from aggregator.eventfmt import base_event, proto_name
 from aggregator.fingerprints import TOOLS, UNICORNSCAN, is_syn, tool_matches, unicorn_value
 from aggregator.grouping import group
-from aggregator.keyindex import KeyIndex
-from aggregator.keys import addr_halves, addr_key
+from aggregator.keyindex import KeyIndex, mix64
+from aggregator.keys import addr_halves, addr_key, dst32
 from aggregator.table import Column, Table
 from aggregator.thresholds import Thresholds
 
@@ -87,6 +87,8 @@ SOURCE_COLUMNS = {
     "main_port": Column("<u4"),  # protocol << 16 | port (ICMP: type)
     "hop_min": Column("u1", 255),
     "hop_max": Column("u1", 0),
+    "ttl_min": Column("u1", 255),
+    "ttl_max": Column("u1", 0),
     "reasons": Column("<u2"),
     "tool_n": Column("u1"),  # sampled probes tested (the first 255 decide)
     **{f"tool_m{j}": Column("u1") for j in range(_NT)},
@@ -114,6 +116,9 @@ class ScanDetector:
         self.next_pid = 1
         self.evicted_total = 0
         self.expired_total = 0
+        #: decoy groups (Nmap -D): group id -> source keys seen sending identical probes
+        self.decoy_groups: dict[int, set[int]] = {}
+        self._decoy_of: dict[int, int] = {}  # source key -> group id
 
     # -- tools ---------------------------------------------------------------
     def tool_of(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -137,6 +142,7 @@ class ScanDetector:
         rows = g.keys.astype(np.int64)
         c = self.src.cols
         match = tool_matches(s)
+        self._find_decoys(s, c["key"][srow[ok]])
         # Unicornscan: the probes must share one constant; the reference is the
         # source's first candidate probe ever seen (kept in uni_ref)
         val = unicorn_value(s)
@@ -160,6 +166,33 @@ class ScanDetector:
             col[rows_o] = (col[rows_o].astype(np.int64) + g.sum(match[:, j].astype(np.int64))[open_]).astype(
                 np.uint8
             )
+
+    def _find_decoys(self, s: npt.NDArray[np.void], skeys: npt.NDArray[np.uint64]) -> None:
+        """Sources that sent the very same probe (destination, ports, seq, IP ID): decoys.
+
+        ``nmap -D`` sends each probe once from the real address and once from
+        every decoy; without the target's replies (a darknet never answers) the
+        real one cannot be told apart, so the group is reported as a group.
+        """
+        d = dst32(s["dst_ip"])
+        ports = (s["dst_port"].astype(np.uint64) << np.uint64(16)) | s["src_port"].astype(np.uint64)
+        ident = s["tcp_seq"].astype(np.uint64) | (s["ip_id"].astype(np.uint64) << _U32)
+        probe = mix64(mix64(d | (ports << _U32)) ^ ident)
+        pg = group(mix64(probe ^ mix64(skeys)))  # unique (probe, source)
+        first = pg.order[pg.starts]
+        per_probe = group(probe[first])
+        sizes = np.diff(np.r_[per_probe.starts, first.shape[0]])
+        for gi in np.flatnonzero(sizes >= 2).tolist():
+            lo = per_probe.starts[gi]
+            members = {int(k) for k in skeys[first[per_probe.order[lo : lo + sizes[gi]]]].tolist()}
+            gids = {self._decoy_of[k] for k in members if k in self._decoy_of}
+            gid = min(gids) if gids else min(members)
+            for other in gids - {gid}:
+                members |= self.decoy_groups.pop(other)
+            members |= self.decoy_groups.get(gid, set())
+            self.decoy_groups[gid] = members
+            for k in members:
+                self._decoy_of[k] = gid
 
     # -- per batch -------------------------------------------------------------
     def process(self, view: BatchView) -> None:
@@ -195,6 +228,8 @@ class ScanDetector:
         hops = sr.hop_count(f["ttl"])
         c["hop_min"][rows] = np.minimum(c["hop_min"][rows], g.min(hops).astype(np.uint8))
         c["hop_max"][rows] = np.maximum(c["hop_max"][rows], g.max(hops).astype(np.uint8))
+        c["ttl_min"][rows] = np.minimum(c["ttl_min"][rows], g.min(f["ttl"]))
+        c["ttl_max"][rows] = np.maximum(c["ttl_max"][rows], g.max(f["ttl"]))
         c["first_ns"][rows] = np.minimum(c["first_ns"][rows], g.min(f["first_ns"]))
         c["last_ns"][rows] = np.maximum(c["last_ns"][rows], g.max(f["last_ns"]))
         gpk = g.sum(np.where(good, pk, 0))
@@ -216,7 +251,15 @@ class ScanDetector:
         # TTL inconsistency needs history, so it is judged here, after the update
         total = c["packets"][rows].astype(np.int64) + c["spoof_packets"][rows]
         spread = c["hop_max"][rows].astype(np.int16) - c["hop_min"][rows].astype(np.int16)
-        ttl_bad = (spread > self.th.spoof_hop_spread) & (total >= self.th.spoof_hop_min_packets) & (tool < 0)
+        # Nmap draws every probe's TTL from 37-59 whatever the protocol: a spread that
+        # fits that window (seen below 60, at most 22 wide) is the tool, not spoofing
+        nmap_ttl = sr.nmap_ttl_window(c["ttl_min"][rows], c["ttl_max"][rows])
+        ttl_bad = (
+            (spread > self.th.spoof_hop_spread)
+            & (total >= self.th.spoof_hop_min_packets)
+            & (tool < 0)
+            & ~nmap_ttl
+        )
         c["reasons"][rows[ttl_bad]] |= np.uint16(sr.TTL_INCONSISTENT)
         reasons |= np.where(ttl_bad[g.inv], sr.TTL_INCONSISTENT, 0).astype(np.uint16)
         view.reasons[idx] |= reasons
@@ -365,18 +408,18 @@ class ScanDetector:
         if size == 0:
             return []
         c = self.src.cols
-        rows = np.arange(size, dtype=np.int64)
-        ok = self.qualifies(rows)
         changed = c["packets"][:size] != c["emit_packets"][:size]
-        rev = c["revision"][:size]
-        due = (
-            ok
-            & changed
-            & ((rev == 0) | (now_ns - c["emit_ns"][:size] >= self.th.revision_interval_ns) | force)
-        )
         expired = c["last_ns"][:size] < now_ns - self.th.scan_idle_ns
-        final = expired & ok & (changed | (rev > 0))  # the closing revision says "ended"
-        emit = np.flatnonzero(due | final)
+        # only rows that grew, or reported rows that end, can emit: judge just those
+        # (full-table float temporaries would cost more than the table itself)
+        cand = np.flatnonzero(changed | (expired & (c["revision"][:size] > 0)))
+        ok = self.qualifies(cand)
+        rev = c["revision"][cand]
+        ch = changed[cand]
+        ex = expired[cand]
+        due = ok & ch & ((rev == 0) | (now_ns - c["emit_ns"][cand] >= self.th.revision_interval_ns) | force)
+        final = ex & ok  # the closing revision says "ended"
+        emit = cand[due | final]
         events = self._events(emit, now_ns, expired, ctx) if emit.size else []
         c["revision"][emit] += 1
         c["emit_ns"][emit] = now_ns
@@ -415,6 +458,13 @@ class ScanDetector:
         v6gone = gone_keys[gone_keys >= np.uint64(1 << 63)]
         if v6gone.size and self.v6.size:
             self.v6.compact(~np.isin(self.v6.cols["key"][: self.v6.size], v6gone))
+        if self.decoy_groups:
+            keys = np.array(sorted(self._decoy_of), dtype=np.uint64)
+            for k in keys[self.src.lookup(keys) < 0].tolist():
+                gid = self._decoy_of.pop(k)
+                self.decoy_groups[gid].discard(k)
+                if not self.decoy_groups[gid]:
+                    del self.decoy_groups[gid]
         live = np.sort(self.src.cols["sid"][: self.src.size].astype(np.uint64))
         if len(self.dst_pairs):
             k = self.dst_pairs.keys()
@@ -493,6 +543,8 @@ class ScanDetector:
                 if int(c[f"tool_m{j}"][r]) > (1 if fp.constant else 0)
             }
             confidence = 0.6 + (0.3 if tool else 0.0)
+            key = int(c["key"][r])
+            decoys = self.decoy_groups.get(self._decoy_of.get(key, -1), set())
             if distinct >= 2 * th.scan_min_destinations or ports >= 2 * th.scan_min_ports:
                 confidence += 0.1
             ev.update(
@@ -521,6 +573,10 @@ class ScanDetector:
                     "extra.state": "ended" if bool(expired[r]) else "ongoing",
                 }
             )
+            if decoys:
+                # one of the group is the scanner, the others are forged: say so
+                ev["extra.decoy_group"] = sorted(self._address(k) for k in decoys if k != key)
+                ev["extra.confidence"] = round(1.0 / len(decoys), 2)
             events.append(ev)
         return events
 
@@ -534,6 +590,7 @@ class ScanDetector:
             "next_pid": self.next_pid,
             "evicted_total": self.evicted_total,
             "expired_total": self.expired_total,
+            "decoy_groups": [[gid, sorted(m)] for gid, m in sorted(self.decoy_groups.items())],
         }
         return arrays, meta
 
@@ -547,6 +604,8 @@ class ScanDetector:
         self.next_pid = int(meta["next_pid"])
         self.evicted_total = int(meta["evicted_total"])
         self.expired_total = int(meta["expired_total"])
+        self.decoy_groups = {int(g): {int(k) for k in m} for g, m in meta["decoy_groups"]}
+        self._decoy_of = {k: g for g, m in self.decoy_groups.items() for k in m}
 
 
 def _member(values: npt.NDArray[np.uint64], sorted_set: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:

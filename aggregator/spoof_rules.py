@@ -20,7 +20,10 @@ Per source: BOGON (IANA special-purpose, :mod:`aggregator.bogons`), DARK
 (inside the telescope's own prefixes), TTL_INCONSISTENT (hop counts -- the
 smallest initial TTL in {32, 64, 128, 255} at or above the observed TTL,
 minus it -- spanning more than ``spoof_hop_spread``: Jin et al. 2003), unless
-a tool fingerprint explains the TTLs (Nmap picks a random TTL per probe).
+a tool explains the TTLs: a proven fingerprint, or TTLs that fit Nmap's
+random initial TTL of 37-59 (all seen at most 59, within a 22-wide window:
+Nmap does this for UDP and other non-SYN probes too, where no other
+fingerprint exists).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import numpy.typing as npt
 
 from darknet_iodef.flowtuple import IPF_FRAGMENT, IPF_RESERVED
 
-__all__ = ["REASONS", "flow_reasons", "hop_count", "reason_names"]
+__all__ = ["REASONS", "flow_reasons", "hop_count", "nmap_ttl_window", "reason_names"]
 
 PROTOCOL: Final = 1 << 0
 TCP_FLAGS: Final = 1 << 1
@@ -104,6 +107,14 @@ def flow_reasons(
     r |= np.where((tcp | udp) & ~frag & ports0, PORT0, 0).astype(np.uint16)
     r |= np.where(udp & ~frag & (flows["dst_port"] == 80), UDP80, 0).astype(np.uint16)
     return r
+
+
+NMAP_TTL_MAX, NMAP_TTL_WIDTH = 59, 22
+
+
+def nmap_ttl_window(ttl_min: npt.NDArray[np.uint8], ttl_max: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+    """TTLs that Nmap's random 37-59 initial TTL explains (after some hops)."""
+    return np.asarray((ttl_max <= NMAP_TTL_MAX) & (ttl_max.astype(np.int16) - ttl_min <= NMAP_TTL_WIDTH))
 
 
 def reason_names(bits: int) -> list[str]:

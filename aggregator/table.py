@@ -3,8 +3,8 @@
 Theory of operation: a detector declares its columns once (name, dtype,
 initial value). Rows are appended in bulk for the new keys of a batch and
 dropped in bulk by :meth:`Table.compact` (expiry, eviction), which also
-rebuilds the index. Columns grow by a quarter at a time so a table of ten
-million rows does not briefly need twice its size. :meth:`state` and
+rebuilds the index. Columns grow by an eighth at a time, one column at a
+time, so a table of ten million rows never briefly needs twice its size. :meth:`state` and
 :meth:`restore` expose the live rows as plain arrays for checkpoints.
 """
 
@@ -52,7 +52,7 @@ class Table:
         cap = self.cols["key"].shape[0]
         if need <= cap:
             return
-        new_cap = max(need, cap + cap // 4, 1024)
+        new_cap = max(need, cap + cap // 8, 1024)
         for name, c in self._schema.items():
             old = self.cols[name]
             arr = np.full(new_cap, c.fill, dtype=c.dtype)

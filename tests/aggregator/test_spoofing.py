@@ -92,7 +92,7 @@ def test_zmap_proven_by_samples_is_not_spoofed_for_its_ttl(make_agg) -> None:
 def test_ttl_inconsistent_source_is_judged_spoofed(make_agg) -> None:
     rows = horizontal("45.1.1.1", 20)
     for i, r in enumerate(rows):
-        r["ttl"] = 30 + 5 * (i % 5)  # hop counts 2..22: a spread of 20 > 8
+        r["ttl"] = 30 + 10 * (i % 5)  # TTL 30-70: hop counts 2..58, and not Nmap's 37-59 window
     (ev,) = run(make_agg(), batch(rows))
     assert ev["classification.identifier"] == "ip-spoofer"
     assert ev["extra.reasons"] == {"ttl-inconsistent": 20}
