@@ -22,8 +22,9 @@ Theory of operation (DOMAIN.md section 7, schemas/README.md caveat 3):
   expected place covering the whole document (no signature wrapping), a
   verified signature from a trusted certificate (pinned certificates, or a CA
   bundle), and then only the *signed* bytes are used (XML Signature Best
-  Practices: authenticate before processing). Schema validation runs when the
-  operator provides the schemas (:mod:`reporter.schemas`). Every refusal is a
+  Practices: authenticate before processing). Schema validation runs, after
+  the signature, when the operator provides the schemas
+  (:mod:`reporter.schemas`). Every refusal is a
   :class:`~darknet_iodef.errors.DocumentError` with the reason.
 """
 
@@ -286,11 +287,11 @@ def open_report(
     root = parse_untrusted(body, source, max_bytes=max_bytes)
     schema, _ = _shape(root, source)
     _signature(root, schema, source)
+    signed = _verify(root, trusted, source)  # authenticate before any further processing
     if schemas is not None:
         errors = schemas.errors(schemas.rid, root)
         _require(not errors, source, errors[0].split(":")[0] if errors else "",
                  "invalid document: " + (errors[0].split(": ", 1)[-1] if errors else ""))
-    signed = _verify(root, trusted, source)
     _, iodef = _shape(signed, source)
     _check_iodef(iodef, source)
     return signed, iodef
