@@ -36,7 +36,7 @@ from reporter.outbox import BackoffPolicy, Outbox
 from reporter.tlsconfig import AllowList, client_context
 from reporter.transport import RidTransport
 
-__all__ = ["add_arguments", "delivery_settings", "send_if_asked"]
+__all__ = ["add_arguments", "delivery_settings", "prepare", "send_if_asked"]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,26 @@ def _smtp_context(s: DeliverySettings) -> ssl.SSLContext | None:
     ctx = ssl.create_default_context(cafile=s.smtp_ca or None)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
+
+
+def prepare(args: argparse.Namespace, out: Path) -> DeliverySettings | None:
+    """With ``--send``: load and check the delivery settings and files before any work is done.
+
+    Certificates, keys, CA files and the allow-list are loaded once here, so a
+    typo stops the command (exit 2) before documents are written.
+    """
+    if not getattr(args, "send", False):
+        return None
+    s = delivery_settings(args, out)
+    if s.tls_cert or s.tls_key or s.tls_ca or s.tls_allow:
+        client_context(s.tls_cert or None, s.tls_key or None, s.tls_ca or None, s.check_hostname)
+        if not AllowList.parse(s.tls_allow, "[delivery] tls_allow"):
+            raise ConfigError("--tls-allow", "no RID peer allowed; RFC 6546 requires an explicit allow-list")
+    try:
+        _smtp_context(s)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("[delivery] smtp_ca", f"cannot load {s.smtp_ca}: {exc}") from None
+    return s
 
 
 def send_if_asked(args: argparse.Namespace, reports: Sequence[OutgoingReport], operator: str,

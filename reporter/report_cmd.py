@@ -167,6 +167,7 @@ def _validate(docs: DocumentSet, schemas_dir: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    delivery_cmd.prepare(args, args.out)  # --send: bad delivery settings stop before any work
     if (args.sign_key is None) != (args.sign_cert is None):
         raise ConfigError("--sign-key", "give both --sign-key and --sign-cert, or neither")
     signer = SigningIdentity.load(args.sign_key, args.sign_cert) if args.sign_key else None

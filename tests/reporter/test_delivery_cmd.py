@@ -68,3 +68,22 @@ def test_report_send_needs_tls_for_rid(tmp_path: Path, capsys: pytest.CaptureFix
                "--out", str(tmp_path / "out"), "--send"])
     assert rc == 2
     assert "--tls-cert: reports for RID endpoints need --tls-cert" in capsys.readouterr().err
+
+
+def test_bad_delivery_settings_stop_before_any_document(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "events.jsonl").write_bytes(events_jsonl(EVENTS))
+    pki = make_pki(tmp_path / "pki")
+    base = ["report", "--in", str(tmp_path / "events.jsonl"), "--out", str(tmp_path / "out"), "--send"]
+    tls = ["--tls-cert", str(pki.client.cert_path), "--tls-key", str(pki.client.key_path),
+           "--tls-ca", str(pki.ca.cert_path)]
+    cases = [
+        (["--tls-cert", str(tmp_path / "missing.crt")], "tls_cert: "),
+        ([*tls], "--tls-allow: no RID peer allowed"),
+        ([*tls, "--tls-allow", "not-a-pin"], "neither a SHA-256 fingerprint nor a subject"),
+        (["--smtp-port", "0"], "smtp_port"),
+    ]
+    for extra, why in cases:
+        assert main([*base, *extra]) == 2, extra
+        assert why in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()
