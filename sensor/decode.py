@@ -168,6 +168,15 @@ class _Frames:
         if rows.size:
             self.status[rows] = status
 
+    def mark(self, rows: Idx, mask: Mask, status: Status) -> None:
+        """Status for ``rows[mask]`` (nothing to do, and no copy, in the usual all-clear case)."""
+        if mask.any():
+            self.status[rows[mask]] = status
+
+    def take(self, a: I64, rows: Idx) -> I64:
+        """``a[rows]`` -- without the gather when ``rows`` is every row of the block."""
+        return a if rows.size == self.n else a[rows]
+
     def add_layer(self, rows: Idx, bit: int) -> None:
         if rows.size == self.n:
             self.layers |= bit
@@ -213,8 +222,8 @@ def _keep(mask: Mask, *arrays: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], ...]
 def _link(F: _Frames, rows: Idx, linktype: int) -> tuple[Idx, I64, npt.NDArray[np.int64]]:
     """Frames ``rows`` of one link type -> (rows that carry IP, L3 positions, IP version)."""
     B = F.B
-    off = F.off[rows]
-    end = F.end[rows]
+    off = F.take(F.off, rows)
+    end = F.take(F.end, rows)
     if linktype in (LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2):
         hdr = {LINKTYPE_ETHERNET: ETH_HDR, LINKTYPE_LINUX_SLL: 16, LINKTYPE_LINUX_SLL2: 20}[linktype]
         short = off + hdr > end
@@ -340,7 +349,7 @@ def _transport_window(B: _Bytes, w: U8x2, rel: I64, t: I64, at: int) -> U8x2:
 
 def _ipv4(F: _Frames, rows: Idx, p: I64) -> _Transport | None:
     B = F.B
-    end = F.end[rows]
+    end = F.take(F.end, rows)
     short = p + 20 > end
     if short.any():
         F.set_status(rows[short], Status.TRUNCATED_IP)
@@ -373,8 +382,8 @@ def _ipv4(F: _Frames, rows: Idx, p: I64) -> _Transport | None:
     lim = np.where(tot > 0, np.minimum(end, p + tot), end)
     opts_cut = t > end
     bogus_len = (tot > 0) & (tot < ihl)
-    F.set_status(rows[opts_cut], Status.TRUNCATED_IP)
-    F.set_status(rows[bogus_len & ~opts_cut], Status.BAD_IP_HEADER)
+    F.mark(rows, opts_cut, Status.TRUNCATED_IP)
+    F.mark(rows, bogus_len & ~opts_cut, Status.BAD_IP_HEADER)
     go = ~opts_cut & ~bogus_len & (frag_off == 0)
     rows, p, t, lim, proto, ihl, w = _keep(go, rows, p, t, lim, proto, ihl, w)
     return _Transport(rows, t, _transport_window(B, w, ihl, t, 20), lim, proto, False)
@@ -382,7 +391,7 @@ def _ipv4(F: _Frames, rows: Idx, p: I64) -> _Transport | None:
 
 def _ipv6(F: _Frames, rows: Idx, p: I64) -> _Transport | None:
     B = F.B
-    end = F.end[rows]
+    end = F.take(F.end, rows)
     short = p + 40 > end
     if short.any():
         F.set_status(rows[short], Status.TRUNCATED_IP)
@@ -499,7 +508,7 @@ def _udp(F: _Frames, rows: Idx, t: I64, tw: U8x2, lim: I64) -> None:
     F.put("src_port", rows[ports], _c16(tw[ports], 0))
     F.put("dst_port", rows[ports], _c16(tw[ports], 2))
     short = have < 8
-    F.set_status(rows[short], Status.TRUNCATED_TRANSPORT)
+    F.mark(rows, short, Status.TRUNCATED_TRANSPORT)
     F.add_layer(rows[~short], LAYER_TRANSPORT)
 
 
@@ -555,7 +564,7 @@ def _icmp(F: _Frames, rows: Idx, t: I64, tw: U8x2, lim: I64, v6: bool) -> None:
     F.put("icmp_type", rows[tc], typ[tc])
     F.put("icmp_code", rows[tc], tw[tc, 1])
     short = have < 8
-    F.set_status(rows[short], Status.TRUNCATED_TRANSPORT)
+    F.mark(rows, short, Status.TRUNCATED_TRANSPORT)
     F.add_layer(rows[~short], LAYER_TRANSPORT)
     err = ~short & _isin(typ, ICMP6_ERRORS if v6 else ICMP4_ERRORS)
     if err.any():
