@@ -73,6 +73,18 @@ def _inner_port(pk: npt.NDArray[np.void], which: str) -> npt.NDArray[np.uint16]:
     return np.where(has, pk[f"inner_{which}_port"], 0).astype(np.uint16)
 
 
+# the second 8 bytes of src_ip/dst_ip in a flow row, as a little-endian word
+_SRC_WORD = FLOW_DTYPE.fields["src_ip"][1] // 8 + 1  # type: ignore[index]
+_DST_WORD = FLOW_DTYPE.fields["dst_ip"][1] // 8 + 1  # type: ignore[index]
+assert FLOW_DTYPE.fields["src_ip"][1] % 8 == 0 and FLOW_DTYPE.fields["dst_ip"][1] % 8 == 0  # type: ignore[index]
+
+
+def _mapped_low_word(v4: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint64]:
+    """Bytes 8-15 of ``::ffff:a.b.c.d`` (00 00 ff ff a b c d) read as a little-endian uint64."""
+    be = np.asarray(v4, dtype=np.uint32).byteswap().astype(np.uint64)  # a in the low byte
+    return (be << np.uint64(32)) | np.uint64(0xFFFF0000)
+
+
 def flow_rows(
     pk: npt.NDArray[np.void], ts_ns: npt.NDArray[np.int64], slot: npt.NDArray[np.intp]
 ) -> npt.NDArray[np.void]:
@@ -87,8 +99,14 @@ def flow_rows(
     proto = pk["protocol"]
     is_icmp = (proto == IPPROTO_ICMP) | (proto == IPPROTO_ICMPV6)
     is_tcp = proto == IPPROTO_TCP
-    keys["src_ip"] = addr16(pk["ip_version"], pk["src_ip4"], pk["src_ip6"])
-    keys["dst_ip"] = addr16(pk["ip_version"], pk["dst_ip4"], pk["dst_ip6"])
+    if n and bool(np.all(pk["ip_version"] == 4)):
+        # all IPv4 (the usual telescope): write the mapped addresses as words
+        words = keys.view("<u8").reshape(n, -1)
+        words[:, _SRC_WORD] = _mapped_low_word(pk["src_ip4"])
+        words[:, _DST_WORD] = _mapped_low_word(pk["dst_ip4"])
+    else:
+        keys["src_ip"] = addr16(pk["ip_version"], pk["src_ip4"], pk["src_ip6"])
+        keys["dst_ip"] = addr16(pk["ip_version"], pk["dst_ip4"], pk["dst_ip6"])
     has_inner = (pk["layers"] & LAYER_INNER) != 0
     keys["quoted_dst_ip"] = _quoted(pk, "dst")
     keys["quoted_protocol"] = np.where(has_inner, pk["inner_protocol"], 0)
