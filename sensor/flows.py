@@ -25,7 +25,8 @@ Theory of operation (DOMAIN.md section 2; STYLE.md habits 1 and 7):
 - **Bounded memory.** Only open intervals are kept (one, or two while the
   slack holds the previous one open): partial flow sums, merged whenever the
   pending partials outgrow the merged part (so merging costs O(n log n)
-  amortised), and at most K sample candidates per source after each push.
+  amortised), and sample candidates (at most K per source from each push,
+  re-selected to K per source whenever they double).
 
 Memory per distinct flow tuple: its 120-byte flow row and an 8-byte hash =
 128 bytes, about twice that while merging; plus K sample rows of 116 bytes
