@@ -149,3 +149,28 @@ def test_starttls_and_failures(tmp_path: Path) -> None:
     down = MailSender(SmtpConfig(host="127.0.0.1", port=free_port(), timeout_s=5))
     o = down.send(item, T0)
     assert o.kind is OutcomeKind.TRANSIENT and "ConnectionRefusedError" in o.reason
+
+
+def test_login_after_starttls(tmp_path: Path) -> None:
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"telescope", b"s3cret")
+        return AuthResult(success=ok)
+
+    pki = make_pki(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(pki.server.cert_path, pki.server.key_path)
+    client_ctx = ssl.create_default_context(cafile=str(pki.ca.cert_path))
+    item = OutboxItem(1, report(1), State.QUEUED, 0, T0, T0, None, None, None, "")
+    with smtp_server(tls_context=server_ctx, require_starttls=True, authenticator=authenticator,
+                     auth_required=True) as (box, port):
+        good = SmtpConfig(host="127.0.0.1", port=port, starttls=True, context=client_ctx, user="telescope",
+                          password="s3cret", timeout_s=10)
+        assert MailSender(good).send(item, T0).kind is OutcomeKind.DELIVERED
+        # without the login the server refuses the sender: our setting, so transient with the reason
+        anonymous = SmtpConfig(host="127.0.0.1", port=port, starttls=True, context=client_ctx, timeout_s=10)
+        o = MailSender(anonymous).send(item, T0)
+        assert (o.kind, o.status) == (OutcomeKind.TRANSIENT, 530)
+        assert "Authentication required" in o.reason
+        assert len(box.messages) == 1
