@@ -468,7 +468,7 @@ def _print_table(report: dict[str, Any]) -> None:
         if r["name"] == "ours":
             ratio = "-"
         elif r["name"] == "walk" and r["ours_over_this"]:
-            ratio = f"{1 / r['ours_over_this']:.1f}x slower"
+            ratio = f"(= {r['ours_over_this']:.0%} of ours' time)"
         print(
             f"{r['parser']:56} {r['scope']:26} {r['packets']:9d} {r['cpu_seconds']:7.2f} {r['seconds']:7.2f} "
             f"{r['packets_per_s']:11,.0f} {ratio:>9}"
