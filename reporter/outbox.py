@@ -30,6 +30,7 @@ from the wall clock here.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -157,6 +158,9 @@ class Outbox:
         self.path = Path(path)
         self.policy = policy or BackoffPolicy()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # reports may be TLP:AMBER or RED: the file (and its -wal, which SQLite gives the
+        # same mode) is readable by its owner only
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
         self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -175,15 +179,7 @@ class Outbox:
 
     def add(self, report: Report, now: float) -> bool:
         """Store ``report`` as queued, due now; False when it was already there (a duplicate)."""
-        with self._lock:
-            cur = self._db.execute(
-                "INSERT OR IGNORE INTO reports (incident_id, recipient, channel, destination, kind, "
-                "media_type, filename, summary, body, state, created, next_attempt) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
-                (report.incident_id, report.recipient, report.channel, report.destination, report.kind,
-                 report.media_type, report.filename, report.summary, report.body, now, now),
-            )
-            return cur.rowcount == 1
+        return self.add_many([report], now) == (1, 0)
 
     def add_many(self, reports: Iterable[Report], now: float) -> tuple[int, int]:
         """Store many reports in one transaction; (added, duplicates)."""

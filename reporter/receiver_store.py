@@ -107,9 +107,10 @@ def describe_report(rid_root: etree._Element, iodef_root: etree._Element) -> Rec
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as fh:
+    # peers' reports may be TLP:AMBER or RED: readable by the receiver's user only
+    with os.fdopen(os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600), "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
@@ -124,8 +125,10 @@ class ReceiverStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.root / "index.sqlite", timeout=30.0, isolation_level=None,
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        index = self.root / "index.sqlite"
+        os.close(os.open(index, os.O_CREAT | os.O_RDWR, 0o600))
+        self._db = sqlite3.connect(index, timeout=30.0, isolation_level=None,
                                    check_same_thread=False)
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")

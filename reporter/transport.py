@@ -235,7 +235,7 @@ class RidTransport:
             outcome = self._send(endpoint, body, started)
         finally:
             timer.cancel()
-        if cut.is_set() and not outcome.delivered:
+        if cut.is_set() and outcome.kind is OutcomeKind.TRANSIENT:
             self._drop(endpoint)
             return Outcome(OutcomeKind.TRANSIENT,
                            f"no complete answer from {endpoint} within {self._deadline:g} s")

@@ -109,6 +109,7 @@ def test_restart_resumes_from_the_file(tmp_path: Path) -> None:
         assert again.counts()[State.SENT] == 2
         assert [i.report.incident_id for i in again.due(T0)] == ["inc-2", "inc-3", "inc-4"]
         assert again.add(report(0), T0) is False  # still a duplicate after the restart
+    assert path.stat().st_mode & 0o777 == 0o600  # reports may be TLP:RED
     # the file is plain SQLite an operator can query
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT state, COUNT(*) FROM reports GROUP BY state ORDER BY state").fetchall() == [

@@ -144,6 +144,9 @@ def test_valid_report_is_verified_and_stored(server: RidServer, pki: Pki,
     assert doc.tag == f"{{{IODEF_NS}}}IODEF-Document"
     assert doc.findtext(f"{{{IODEF_NS}}}Incident/{{{IODEF_NS}}}IncidentID") == first.incident_id
     assert first.iodef_bytes == len((store.root / first.iodef_path).read_bytes())
+    modes = {p.stat().st_mode & 0o777 for p in (store.root / "index.sqlite", store.root / first.rid_path,
+                                                 store.root / first.iodef_path)}
+    assert modes == {0o600}
     # a resend is acknowledged and not stored twice (sending is idempotent, RFC 6546),
     # also when the sender signed the same report again (new ECDSA signature bytes)
     accepted(server, pki, reports[0])
