@@ -132,6 +132,11 @@ def send_if_asked(args: argparse.Namespace, reports: Sequence[OutgoingReport], o
     if not getattr(args, "send", False):
         return None
     s = delivery_settings(args, out)
+    unsigned = sum(1 for r in reports if r.contact is not None and r.contact.format == "rid"
+                   and r.contact.rid_url and r.rid_body is None)
+    if unsigned:
+        log.warning("%d reports are for RID endpoints but no --sign-key was given; they go by e-mail "
+                    "(or stay as files) instead", unsigned)
     wanted = ("rid", "email", "file") if s.dir_root else ("rid", "email")
     entries = outbox_reports(reports, operator=operator, channels=wanted)
     policy = BackoffPolicy(s.backoff_base_s, s.backoff_cap_s, s.give_up_after_s)
