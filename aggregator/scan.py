@@ -95,7 +95,7 @@ SOURCE_COLUMNS = {
     "uni_ref": Column("<u4"),
     "uni_set": Column("u1"),
     "revision": Column("<u4"),
-    "emit_ns": Column("<i8", I64_MIN),
+    "emit_s": Column("<u4"),  # event time of the last revision, whole seconds
     "emit_packets": Column("<u4"),
 }
 PORT_COLUMNS = {"pid": Column("<u4"), "packets": Column("<u4"), "distinct": Column("<u4")}
@@ -417,12 +417,13 @@ class ScanDetector:
         rev = c["revision"][cand]
         ch = changed[cand]
         ex = expired[cand]
-        due = ok & ch & ((rev == 0) | (now_ns - c["emit_ns"][cand] >= self.th.revision_interval_ns) | force)
+        since = now_ns // 1_000_000_000 - c["emit_s"][cand].astype(np.int64)
+        due = ok & ch & ((rev == 0) | (since * 1_000_000_000 >= self.th.revision_interval_ns) | force)
         final = ex & ok  # the closing revision says "ended"
         emit = cand[due | final]
         events = self._events(emit, now_ns, expired, ctx) if emit.size else []
         c["revision"][emit] += 1
-        c["emit_ns"][emit] = now_ns
+        c["emit_s"][emit] = now_ns // 1_000_000_000
         c["emit_packets"][emit] = c["packets"][emit]
         keep = ~expired
         self.expired_total += int(expired.sum())
