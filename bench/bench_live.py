@@ -171,10 +171,15 @@ class Drain:
     frames: int
     drops: int
     seconds: float
+    cpu_seconds: float  # the process's CPU time: what the agent costs, whatever else runs
 
     @property
     def pps(self) -> float:
         return self.frames / self.seconds if self.seconds else 0.0
+
+    @property
+    def per_cpu_second(self) -> float:
+        return self.frames / self.cpu_seconds if self.cpu_seconds else 0.0
 
 
 def drain_trial(pair: VethPair, capture: Path, n: int, method: str) -> Drain:
@@ -220,15 +225,15 @@ def drain_trial(pair: VethPair, capture: Path, n: int, method: str) -> Drain:
             LiveMetrics.create(reg),
             0,
         )
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         while loop.step(0.05) > 0:
             pass
         loop.emit(loop.builder.flush())
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         st = cap.stats()
     finally:
         cap.close()
-    return Drain(used, loop.frames, st.drops, seconds)
+    return Drain(used, loop.frames, st.drops, seconds, cpu)
 
 
 def walk_compare(pair: VethPair, capture: Path) -> tuple[int, float, float]:
@@ -302,17 +307,17 @@ def main() -> int:
                 else:
                     hi = mid
         print("drain (consumer alone: the buffer is filled first, then the agent empties it):")
-        drains = [
-            drain_trial(pair, cap, 2_000_000 // args.packets * args.packets, m) for m in ("ring", "libpcap")
-        ]
+        fill = max(1, 2_000_000 // args.packets) * args.packets
+        drains = [drain_trial(pair, cap, fill, m) for m in ("ring", "libpcap")]
         for d in drains:
-            print(
-                f"  {d.method:8s} {d.frames:>9,} frames in {d.seconds:6.2f} s = {d.pps:>10,.0f} pps"
-                f"  (kernel drops while filling: {d.drops:,})"
-            )
-        print(f"  ring / libpcap: {drains[0].pps / drains[1].pps:.2f}x")
+            print(f"  {d.method:8s} {d.frames:>9,} frames in {d.seconds:6.2f} s wall = {d.pps:>10,.0f} pps; "
+                  f"{d.cpu_seconds:6.2f} s CPU = {d.per_cpu_second:>10,.0f} frames per CPU second"
+                  f"  (kernel drops while filling: {d.drops:,})")
+        print(f"  ring / libpcap (frames per CPU second): "
+              f"{drains[0].per_cpu_second / drains[1].per_cpu_second:.2f}x")
         n, guessed, followed = walk_compare(pair, cap)
-        print(f"block walk over the same {n:,} frames: proved guess {guessed:.0f} ns/frame, following the "
+        print(f"block walk (CPU time, best of 5) over the same {n:,} frames: proved guess "
+              f"{guessed:.0f} ns/frame, following the "
               f"chain {followed:.0f} ns/frame ({followed / guessed:.1f}x)")
         print()
         if best is None:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
 
 from sensor.live.bpf import MAX_SNAPLEN
 from sensor.live.frames import FrameBatch
@@ -51,55 +52,60 @@ _GLOBAL_HEADER = struct.Struct("=IHHiIII")
 _MAGIC_NS = 0xA1B23C4D
 _RECORD = np.dtype([("ts_sec", "=u4"), ("ts_nsec", "=u4"), ("incl_len", "=u4"), ("orig_len", "=u4")])
 _MAC_PAIR = 12  # the VLAN tag goes after the destination and source MAC addresses
+#: frames per 2-D block: small enough that a jumbo frame widens few rows
+_CHUNK_FRAMES = 512
 
 
-def _ragged(starts: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """Concatenated ``arange(s, s + n)`` for every (s, n), with one cumsum."""
-    keep = lengths > 0
-    s, n = starts[keep], lengths[keep]
-    total = int(n.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    step = np.ones(total, np.int64)
-    firsts = np.zeros(s.shape[0], np.int64)
-    np.cumsum(n[:-1], out=firsts[1:])
-    step[0] = s[0]
-    step[firsts[1:]] = s[1:] - (s[:-1] + n[:-1] - 1)
-    return np.cumsum(step)
+def _record_heads(batch: FrameBatch, lo: int, hi: int, extra: npt.NDArray[np.int64]) -> npt.NDArray[np.uint8]:
+    head = np.empty(hi - lo, _RECORD)
+    ts = batch.ts_ns[lo:hi]
+    head["ts_sec"] = ts // 1_000_000_000
+    head["ts_nsec"] = ts % 1_000_000_000
+    head["incl_len"] = batch.cap_lens[lo:hi].astype(np.int64) + extra
+    head["orig_len"] = batch.wire_lens[lo:hi].astype(np.int64) + extra
+    return head.view(np.uint8).reshape(-1, _RECORD.itemsize)
 
 
 def pcap_records(batch: FrameBatch, lo: int = 0, hi: int | None = None) -> npt.NDArray[np.uint8]:
-    """Frames ``lo:hi`` of ``batch`` as pcap records (ns timestamps), one buffer."""
+    """Frames ``lo:hi`` of ``batch`` as pcap records (ns timestamps), one buffer.
+
+    Built in chunks of :data:`_CHUNK_FRAMES` frames, each as a 2-D block
+    ``[record header | frame | room]`` of the chunk's largest record width:
+    the frames are copied in as rows of a sliding-window view of the buffer
+    (a row copy each, not an index per byte), and a boolean mask "column <
+    record length" then picks every record's bytes in order. A jumbo frame
+    only widens its own chunk.
+    """
     hi = len(batch) if hi is None else hi
+    parts = [_chunk_records(batch, c, min(c + _CHUNK_FRAMES, hi)) for c in range(lo, hi, _CHUNK_FRAMES)]
+    return np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+
+
+def _chunk_records(batch: FrameBatch, lo: int, hi: int) -> npt.NDArray[np.uint8]:
     off = batch.offsets[lo:hi]
     cap = batch.cap_lens[lo:hi].astype(np.int64)
     tagged = (batch.vlan_tpid[lo:hi] != 0) & (cap >= _MAC_PAIR) & (batch.linktype == LINKTYPE_ETHERNET)
     extra = np.where(tagged, 4, 0)
-    rec_len = _RECORD.itemsize + cap + extra
-    starts = np.zeros(off.shape[0], np.int64)
-    np.cumsum(rec_len[:-1], out=starts[1:])
-    out = np.empty(int(rec_len.sum()), np.uint8)
-    head = np.empty(off.shape[0], _RECORD)
-    ts = batch.ts_ns[lo:hi]
-    head["ts_sec"] = ts // 1_000_000_000
-    head["ts_nsec"] = ts % 1_000_000_000
-    head["incl_len"] = cap + extra
-    head["orig_len"] = batch.wire_lens[lo:hi].astype(np.int64) + extra
-    out[starts[:, None] + np.arange(_RECORD.itemsize)] = head.view(np.uint8).reshape(-1, _RECORD.itemsize)
-    data = starts + _RECORD.itemsize
-    if not tagged.any():
-        out[_ragged(data, cap)] = batch.buf[_ragged(off, cap)]
-        return out
-    first = np.where(tagged, _MAC_PAIR, cap)
-    out[_ragged(data, first)] = batch.buf[_ragged(off, first)]
-    rest = cap - first
-    out[_ragged(data + first + extra, rest)] = batch.buf[_ragged(off + first, rest)]
+    width = max(int(cap.max()), 1)
+    base = int(off.min())
+    span = batch.buf[base : int(off.max()) + width]
+    if span.shape[0] < int(off.max()) - base + width:  # the last frames end at the buffer's end
+        span = np.concatenate([span, np.zeros(int(off.max()) - base + width - span.shape[0], np.uint8)])
+    rows = sliding_window_view(span, width)[off - base]
+    head = _RECORD.itemsize
     t = np.flatnonzero(tagged)
-    tag = np.empty((t.shape[0], 4), np.uint8)
-    tag[:, 0:2] = batch.vlan_tpid[lo:hi][t].astype(">u2").view(np.uint8).reshape(-1, 2)
-    tag[:, 2:4] = batch.vlan_tci[lo:hi][t].astype(">u2").view(np.uint8).reshape(-1, 2)
-    out[(data[t] + _MAC_PAIR)[:, None] + np.arange(4)] = tag
-    return out
+    block = np.empty((hi - lo, head + width + (4 if t.size else 0)), np.uint8)
+    block[:, :head] = _record_heads(batch, lo, hi, extra)
+    block[:, head : head + width] = rows
+    if t.size:
+        # put the stripped tag back after the MAC addresses: shift the rest of those frames by 4
+        block[t, head + _MAC_PAIR + 4 :] = rows[t, _MAC_PAIR:]
+        block[t, head + _MAC_PAIR : head + _MAC_PAIR + 2] = (
+            batch.vlan_tpid[lo:hi][t].astype(">u2").view(np.uint8).reshape(-1, 2))
+        block[t, head + _MAC_PAIR + 2 : head + _MAC_PAIR + 4] = (
+            batch.vlan_tci[lo:hi][t].astype(">u2").view(np.uint8).reshape(-1, 2))
+    keep = np.arange(block.shape[1]) < (head + cap + extra)[:, None]
+    return block[keep]
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,16 +198,20 @@ class RotatingPcapWriter:
             if hi == lo and self._size == _GLOBAL_HEADER.size:
                 hi = lo + 1  # a frame larger than a file still goes in a file of its own
             if hi > lo:
-                data = pcap_records(batch, lo, hi)
-                view = memoryview(data.data)
-                while view:
-                    view = view[os.write(self._fd, view):]
-                self._size += data.shape[0]
+                self._write_records(batch, lo, hi)
+                size = int(ends[hi - 1] - (ends[lo - 1] if lo else 0))
+                self._size += size
                 self._frames += hi - lo
-                self._bytes += data.shape[0]
+                self._bytes += size
             lo = hi
             if lo < n:
                 self._close()
+
+    def _write_records(self, batch: FrameBatch, lo: int, hi: int) -> None:
+        for c in range(lo, hi, _CHUNK_FRAMES):
+            view = memoryview(_chunk_records(batch, c, min(c + _CHUNK_FRAMES, hi)).data)
+            while view:
+                view = view[os.write(self._fd, view):]
 
     def close(self) -> None:
         self._close()

@@ -216,3 +216,40 @@ def test_a_frame_that_looks_like_a_header_does_not_fool_the_walk() -> None:
     assert fb.offsets.tolist() == walk_blocks(buf, [BLOCK], BLOCK, LINKTYPE_ETHERNET,
                                               fast=False).offsets.tolist()
     assert len(fb) == 3 and bytes(fb.buf[fb.offsets[2] : fb.offsets[2] + 61]) == pkts[2][2]
+
+
+def _reference_records(fb: FrameBatch) -> bytes:
+    """The pcap records of ``fb`` one frame at a time (the obvious way)."""
+    out = []
+    for i in range(len(fb)):
+        o, c = int(fb.offsets[i]), int(fb.cap_lens[i])
+        frame = fb.buf[o : o + c].tobytes()
+        if fb.vlan_tpid[i] and c >= 12:
+            frame = frame[:12] + struct.pack(">HH", fb.vlan_tpid[i], fb.vlan_tci[i]) + frame[12:]
+        extra = len(frame) - c
+        ts = int(fb.ts_ns[i])
+        out.append(struct.pack("=IIII", ts // 10**9, ts % 10**9, len(frame), int(fb.wire_lens[i]) + extra))
+        out.append(frame)
+    return b"".join(out)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1600), st.integers(0, 40), st.booleans()),
+                min_size=1, max_size=1200),
+       st.integers(0, 2**32))
+def test_pcap_records_equal_one_frame_at_a_time(frames: list[tuple[int, int, bool]], seed: int) -> None:
+    """Any sizes (jumbo frames across 512-frame chunks), gaps, stripped tags, frames to the buffer's end."""
+    rng = np.random.default_rng(seed)
+    offsets, pos = [], 0
+    for cap, gap, _ in frames:
+        pos += gap
+        offsets.append(pos)
+        pos += cap
+    n = len(frames)
+    fb = FrameBatch(rng.integers(0, 256, pos, dtype=np.uint8), np.array(offsets, np.int64),
+                    np.array([f[0] for f in frames], np.uint32),
+                    np.array([f[0] + 7 for f in frames], np.uint32),
+                    rng.integers(0, 2**32 * 10**9, n, dtype=np.int64),
+                    rng.integers(0, 2**16, n, dtype=np.uint16),
+                    np.array([0x8100 if f[2] else 0 for f in frames], np.uint16), LINKTYPE_ETHERNET)
+    assert pcap_records(fb).tobytes() == _reference_records(fb)
