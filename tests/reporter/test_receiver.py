@@ -191,6 +191,10 @@ def test_clients_with_wrong_certificates_are_refused(server: RidServer, pki: Pki
     assert rogue.subject == pki.client.subject
     with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
         request(server, pki, reports[0].body, ident=rogue)
+    # the right CA and subject on the allow-list, but a certificate for servers only (EKU serverAuth)
+    wrong_use = issue(pki.ca, tmp_path / "eku", "rid-client", server=True)
+    with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
+        request(server, pki, reports[0].body, ident=wrong_use)
     # no client certificate at all
     conn = http.client.HTTPSConnection("127.0.0.1", server.server_address[1], timeout=10,
                                        context=context(pki, None))
@@ -199,7 +203,7 @@ def test_clients_with_wrong_certificates_are_refused(server: RidServer, pki: Pki
         conn.getresponse()
     conn.close()
     assert server.config.store.count() == 0
-    assert server.stats["refused_tls"] == 2
+    assert server.stats["refused_tls"] == 3
     accepted(server, pki, reports[0])
 
 
