@@ -459,7 +459,8 @@ def _tcp_options(F: _Frames, rows: Idx, o: I64, oend: I64) -> None:
             at = idx[is_mss]
             first = mss[at] == 0
             mss[at[first]] = B.be16(p[is_mss][first] + 2) | (1 << 16)  # bit 16: "seen"
-        p = p + ln
+        # a row that stops parks on its options' end (inside the frame or the pad)
+        p = np.where(ok, p + ln, pend)
         live = ok & (p < pend)
         alive = int(np.count_nonzero(live))
         if not alive:
