@@ -288,3 +288,48 @@ def test_settings_precedence_table_env_flags() -> None:
         SensorSettings(interval=10, reorder_slack=10.0)
     with pytest.raises(ConfigError, match="name"):
         SensorSettings(name="x" * 256)
+
+
+def test_sample_capture_against_the_generator_labels(repo_root: Path, tmp_path: Path) -> None:
+    """pcaps/sample-darknet.pcap: every planted scanner's packets, first and last time as
+    the generator's labels say, and its samples carry its tool's fingerprint (DOMAIN.md 4)."""
+    import ipaddress
+
+    capture = repo_root / "pcaps" / "sample-darknet.pcap"
+    labels = json.loads((repo_root / "pcaps" / "sample-darknet.labels.json").read_text())
+    rc, out = sensor(tmp_path, "--pcap", str(capture), "--darknet", ",".join(labels["darknet"]))
+    assert rc == 0
+    batches = read_flows(out)
+    assert sum(b.stats["packets"] for b in batches) == labels["counts"]["packets"]
+    assert sum(b.stats["not_ip_packets"] for b in batches) == labels["counts"]["non_ip"]
+    packets: Counter[str] = Counter()
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    samples: dict[str, list[np.void]] = {}
+    per_interval: list[Counter[str]] = []
+    for b in batches:
+        per_interval.append(Counter())
+        for r in b.flows:
+            src = format_addr16(r["src_ip"])
+            packets[src] += int(r["packet_count"])
+            per_interval[-1][src] += int(r["packet_count"])
+            first[src] = min(first.get(src, 1 << 63), int(r["first_ns"]))
+            last[src] = max(last.get(src, 0), int(r["last_ns"]))
+        for s in b.samples:
+            samples.setdefault(format_addr16(s["src_ip"]), []).append(s)
+    scanners = [e for e in labels["entities"] if e["role"] == "scanner"]
+    assert len(scanners) == labels["counts"]["scanners"] == 25
+    for e in scanners:
+        src = e["src"]
+        seen = (packets[src], first[src], last[src])
+        assert seen == (e["packets"], e["first_ts_ns"], e["last_ts_ns"]), e["id"]
+        probes = samples[src]
+        assert len(probes) == sum(min(4, c[src]) for c in per_interval), e["id"]
+        for s in probes:
+            dst = int(ipaddress.ip_address(format_addr16(s["dst_ip"])))
+            if e["tool"] == "zmap" and e["variant"] == "":
+                assert int(s["ip_id"]) == 54321, e["id"]
+            if e["tool"] == "masscan":
+                assert int(s["ip_id"]) == (dst ^ int(s["dst_port"]) ^ int(s["tcp_seq"])) & 0xFFFF, e["id"]
+            if e["tool"] == "mirai":
+                assert int(s["tcp_seq"]) == dst, e["id"]
