@@ -327,6 +327,8 @@ class Planter:
             "ttl_initial": initial or "37-59",
             "hops": hops,
             "signature": sig,
+            # the tool a header fingerprint (DOMAIN.md section 4) can name; None for OS-like scanners
+            "fingerprint": None if tool == "generic" else tool,
             "bulk": bulk,
         }
         self.add(rows, meta, self.link_for(rng))
@@ -374,6 +376,7 @@ class Planter:
             "ttl_initial": initial,
             "hops": hops,
             "signature": {"ip_id": 54321} if zmap else {},
+            "fingerprint": "zmap" if zmap else None,
             "bulk": bulk,
         }
         self.add(rows, meta, self.link_for(rng))
@@ -406,6 +409,7 @@ class Planter:
             "ttl_initial": 64,
             "hops": hops,
             "signature": {"os": "linux"},
+            "fingerprint": None,
             "bulk": False,
         }
         self.add(rows, meta, self.link_for(rng))

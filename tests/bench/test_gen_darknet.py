@@ -432,3 +432,10 @@ def test_pcapng_interface_per_link(tmp_path: Path, tshark: str) -> None:
 def test_pcap_cannot_have_several_interfaces(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="pcapng"):
         _gen(tmp_path / "x.pcap", scenario="sample", packets=12_000, interface_per_link=True)
+
+
+def test_fingerprint_names_the_tool(sample: dict[str, Any]) -> None:
+    for e in sample["labels"]["entities"]:
+        if e["role"] == "scanner":
+            want = None if e["tool"] == "generic" else e["tool"]
+            assert e["fingerprint"] == want, e["id"]
