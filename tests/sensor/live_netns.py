@@ -32,6 +32,8 @@ def need_netns() -> None:
         why = "needs root to create network namespaces"
     elif shutil.which("ip") is None:
         why = "needs iproute2 (ip)"
+    elif shutil.which("tcpreplay") is None:
+        why = "needs tcpreplay (scripts/test.sh installs it)"
     if why:
         if os.environ.get("CI"):
             pytest.fail(why)
