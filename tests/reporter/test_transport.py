@@ -297,3 +297,12 @@ def test_a_peer_dripping_its_answer_is_cut_at_the_deadline(pki: Pki) -> None:
         listener.close()
     why = f"no complete answer from https://127.0.0.1:{port}/ within 1 s"
     assert o == Outcome(OutcomeKind.TRANSIENT, why)
+
+
+def test_peer_with_a_client_only_certificate_is_refused(pki: Pki, tmp_path: Path) -> None:
+    client_only = issue(pki.ca, tmp_path, "not-a-server", client=True, ips=("127.0.0.1",))
+    with peer(pki, cert=client_only) as p, transport(pki, [client_only.fingerprint]) as t:
+        o = t.send(Endpoint("127.0.0.1", p.server_address[1]), b"<RID/>")
+        why = "TLS: peer certificate refused: unsuitable certificate purpose"
+        assert o == Outcome(OutcomeKind.TRANSIENT, why)
+        assert p.received == []
