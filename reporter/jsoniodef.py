@@ -68,10 +68,18 @@ IMPACTS: Final = frozenset({"SystemImpact", "BusinessImpact", "TimeImpact", "Mon
                             "IntendedImpact"})
 
 
+_LOCAL: dict[str, str] = {}
+
+
 def _local(tag: Any) -> str | None:
     if not isinstance(tag, str):
         return None  # comment or processing instruction
-    return tag.rsplit("}", 1)[-1]
+    name = _LOCAL.get(tag)
+    if name is None:
+        name = tag.rsplit("}", 1)[-1]
+        if len(_LOCAL) < 4096:  # bounded: tags come from a fixed vocabulary, but input is untrusted
+            _LOCAL[tag] = name
+    return name
 
 
 def _number(text: str) -> int | float:
@@ -81,6 +89,8 @@ def _number(text: str) -> int | float:
 
 def _attrs(elem: etree._Element) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    if not elem.attrib:
+        return out
     for k, v in elem.attrib.items():
         name = "lang" if k == _XML_LANG else _local(k)
         if name is None or k.startswith("{http://www.w3.org/2001/XMLSchema-instance}"):
@@ -111,23 +121,28 @@ def _add(out: dict[str, Any], name: str, value: Any, parent: str) -> None:
         out[name] = value
 
 
-def _convert(elem: etree._Element) -> Any:
-    name = _local(elem.tag) or ""
-    children = [c for c in elem if _local(c.tag) is not None]
+def _named_children(elem: etree._Element) -> list[tuple[etree._Element, str]]:
+    out = []
+    for c in elem:
+        n = _local(c.tag)  # lxml builds the tag string on every access: read it once
+        if n is not None:
+            out.append((c, n))
+    return out
+
+
+def _convert(elem: etree._Element, name: str) -> Any:
+    children = _named_children(elem)
     if not children:
         return _leaf(name, elem)
     out = _attrs(elem)
-    for child in children:
-        cname = _local(child.tag) or ""
+    for child, cname in children:
         if cname in FLATTENED:
-            for grand in child:
-                gname = _local(grand.tag)
-                if gname is not None:
-                    _add(out, gname, _convert(grand), name)
+            for grand, gname in _named_children(child):
+                _add(out, gname, _convert(grand, gname), name)
         elif cname in IMPACTS and name == "Assessment":
-            _add(out, "Impact", {cname: _convert(child)}, name)
+            _add(out, "Impact", {cname: _convert(child, cname)}, name)
         else:
-            _add(out, cname, _convert(child), name)
+            _add(out, cname, _convert(child, cname), name)
     if name == "Assessment":
         _fix_confidence(out)
     return out
@@ -149,7 +164,7 @@ def to_json(root: etree._Element) -> dict[str, Any]:
     """An ``IODEF-Document`` element -> the RFC 8727 JSON object."""
     if root.tag != f"{{{IODEF_NS}}}IODEF-Document":
         raise ValueError(f"not an IODEF 2.0 document: {root.tag}")
-    doc = _convert(root)
+    doc = _convert(root, "IODEF-Document")
     if not isinstance(doc, dict):
         raise ValueError("an IODEF-Document needs Incident children")
     return doc
