@@ -353,6 +353,8 @@ class RidServer(ThreadingHTTPServer):
         self._stop = threading.Event()
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6  # an IPv6 literal such as ::1 or ::
         super().__init__(address, _Handler)
         self._reaper = threading.Thread(target=self._reap, name="rid-receiver-reaper", daemon=True)
         self._reaper.start()

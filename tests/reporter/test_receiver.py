@@ -464,3 +464,33 @@ def test_mutated_requests_never_break_the_server(tmp_path: Path, pki: Pki,
         assert set(statuses) <= {200, 400, 404, 405, 411, 413, 415, 431, 501}, statuses
         assert srv.stats["500"] == 0
         accepted(srv, pki, reports[0])
+
+
+def test_receiver_on_ipv6_loopback(tmp_path: Path, pki: Pki, reports: list[SignedReport]) -> None:
+    try:
+        socket.socket(socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 in this environment")
+    from reporter.delivery_settings import ReceiverSettings
+    from reporter.receiver_cmd import build_server
+
+    v6 = issue(pki.ca, tmp_path, "rid-server-v6", server=True, ips=("::1",))
+    srv = build_server(ReceiverSettings(listen="[::1]:0", cert=str(v6.cert_path), key=str(v6.key_path),
+                                        client_ca=str(pki.ca.cert_path), allow=(pki.client.subject,),
+                                        store=str(tmp_path / "store")))
+    import threading
+
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        conn = http.client.HTTPSConnection("::1", srv.server_address[1], timeout=10,
+                                           context=context(pki, pki.client))
+        conn.request("POST", "/", body=reports[0].body, headers={"Content-Type": "text/xml"})
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        srv.config.store.close()
+        t.join(5)
+    assert srv.stats["stored"] == 1
