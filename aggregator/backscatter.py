@@ -10,10 +10,10 @@ at ``bs_min_window_packets`` in a 60 s window sliding by 10 s; it ends after
 ``bs_idle_s`` of silence.
 
 The sliding window uses the flow tuples' ``slot_counts`` (packets per 10 s
-sixth of the interval). Each vector keeps a ring of its last six slots with
-the absolute slot number of the newest, so windows that straddle two
-intervals -- or two batches of one interval from two sensors -- are summed
-correctly; and the peak is a maximum over windows, never a rate merged
+sixth of the interval). Each vector keeps a ring of its last twelve slots
+with the absolute slot number of the newest, so windows that straddle two
+intervals -- also when a second batch of the interval comes from another
+sensor -- are summed with the full counts; and the peak is a maximum over windows, never a rate merged
 across intervals (corsaro3 PR #106's bug). Ongoing vectors are re-emitted
 with a higher revision as they grow (the other half of that bug).
 
@@ -49,6 +49,10 @@ I64_MIN = np.iinfo(np.int64).min
 #: what the victim sent, counted per vector as evidence
 RESPONSES = ("tcp-syn-ack", "tcp-rst", "icmp-echo-reply", "icmp-error", "icmp-other")
 W = SLOTS  # slots in one 60 s window (10 s slots of a 60 s interval)
+#: slots remembered per vector: two windows, so that a later batch of the same
+#: interval (another sensor, another chunk) re-evaluates the windows that
+#: straddle the previous interval with the full counts
+RING = 2 * W
 
 VECTOR_COLUMNS = {
     "vid": Column("<u4"),
@@ -59,7 +63,7 @@ VECTOR_COLUMNS = {
     "last_ns": Column("<i8", I64_MIN),
     "packets": Column("<u4"),
     "bytes": Column("<u8"),
-    **{f"ring{j}": Column("<u4") for j in range(W)},
+    **{f"ring{j}": Column("<u4") for j in range(RING)},
     "ring_end": Column("<i8", I64_MIN),
     "peak": Column("<u4"),
     "nets": Column("<u4"),
@@ -170,13 +174,13 @@ class BackscatterDetector:
         a = c["ring_end"][rows]
         fresh = a == I64_MIN
         end = np.where(fresh, b + SLOTS - 1, np.maximum(a, b + SLOTS - 1))
-        span = 2 * W
+        span = RING
         buf = np.zeros((rows.shape[0], span), dtype=np.int64)
         base = end - (span - 1)  # absolute slot of buf[:, 0]
-        ring = np.stack([c[f"ring{j}"][rows] for j in range(W)], axis=1).astype(np.int64)
+        ring = np.stack([c[f"ring{j}"][rows] for j in range(RING)], axis=1).astype(np.int64)
         r_i = np.arange(rows.shape[0])
-        for j in range(W):
-            pos = np.where(fresh, -1, a - (W - 1) + j - base)
+        for j in range(RING):
+            pos = np.where(fresh, -1, a - (RING - 1) + j - base)
             ok = (pos >= 0) & (pos < span)
             buf[r_i[ok], pos[ok]] += ring[ok, j]
         for j in range(SLOTS):
@@ -186,8 +190,8 @@ class BackscatterDetector:
         csum = np.concatenate([np.zeros((rows.shape[0], 1), np.int64), np.cumsum(buf, axis=1)], axis=1)
         windows = csum[:, W:] - csum[:, :-W]
         c["peak"][rows] = np.maximum(c["peak"][rows], windows.max(axis=1).astype(np.uint32))
-        for j in range(W):
-            c[f"ring{j}"][rows] = buf[:, span - W + j].astype(np.uint32)
+        for j in range(RING):
+            c[f"ring{j}"][rows] = buf[:, j].astype(np.uint32)
         c["ring_end"][rows] = end
 
     def qualifies(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:

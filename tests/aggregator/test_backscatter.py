@@ -176,3 +176,13 @@ def test_estimated_rate_at_the_victim(make_agg) -> None:
     # 70 packets over 60 s x 65536; peak 60 per window -> 1 pps x 65536
     assert ev["extra.rate_pps_estimated"] == round(70 / 60 * 65536, 1)
     assert ev["extra.peak_rate_pps_estimated"] == 65536.0
+
+
+def test_straddling_window_sees_a_second_sensors_batch(make_agg) -> None:
+    # interval 1: 2 packets at 55 s; interval 2 arrives from two sensors, 1 packet
+    # each at 61 s and 62 s: the window 55-65 s holds 4 only if both are summed with it
+    a = batch([synack(0), synack(55), synack(56)], sensor="s1")
+    b1 = batch([synack(1)], start=T0 + 60 * SEC, sensor="s1")
+    b2 = batch([synack(2), synack(58)], start=T0 + 60 * SEC, sensor="s2")
+    (ev,) = run(make_agg(), a, b1, b2)
+    assert ev["extra.peak_window_packets"] == 4
