@@ -145,23 +145,35 @@ class ReceiverStore:
         doc_digest = hashlib.sha256(iodef).hexdigest()
         rid_rel = f"rid/{digest[:2]}/{digest}.xml"
         iodef_rel = f"iodef/{doc_digest[:2]}/{doc_digest}.xml"
+        key = (sender.subject, report.incident_name, report.incident_id, doc_digest)
+        existing = self._find(key)
+        if existing is not None:
+            return False, existing
+        # files first, outside the lock: fsync is the slow part, and concurrent writers of the
+        # same content write the same bytes to the same name (atomic rename), so no harm
+        _write_atomic(self.root / rid_rel, body)
+        _write_atomic(self.root / iodef_rel, iodef)
         with self._lock:
-            row = self._db.execute(
-                "SELECT id FROM received WHERE sender_subject = ? AND incident_name = ? AND incident_id = ? "
-                "AND iodef_sha256 = ?",
-                (sender.subject, report.incident_name, report.incident_id, doc_digest)).fetchone()
-            if row is not None:
-                return False, int(row[0])
-            _write_atomic(self.root / rid_rel, body)
-            _write_atomic(self.root / iodef_rel, iodef)
             cur = self._db.execute(
-                "INSERT INTO received (incident_id, incident_name, sender_subject, sender_fingerprint, "
-                "received, msg_type, purpose, kind, body_bytes, iodef_bytes, sha256, iodef_sha256, rid_path, "
-                "iodef_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO received (incident_id, incident_name, sender_subject, "
+                "sender_fingerprint, received, msg_type, purpose, kind, body_bytes, iodef_bytes, sha256, "
+                "iodef_sha256, rid_path, iodef_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (report.incident_id, report.incident_name, sender.subject, sender.fingerprint, now,
                  report.msg_type, report.purpose, report.kind, len(body), len(iodef), digest, doc_digest,
                  rid_rel, iodef_rel))
-            return True, int(cur.lastrowid or 0)
+            if cur.rowcount == 1:
+                return True, int(cur.lastrowid or 0)
+        # the same report arrived on another connection at the same moment and was stored first
+        existing = self._find(key)
+        assert existing is not None
+        return False, existing
+
+    def _find(self, key: tuple[str, str, str, str]) -> int | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id FROM received WHERE sender_subject = ? AND incident_name = ? AND incident_id = ? "
+                "AND iodef_sha256 = ?", key).fetchone()
+        return None if row is None else int(row[0])
 
     def reports(self, limit: int = 1000) -> list[StoredReport]:
         """The index, oldest first."""

@@ -494,3 +494,17 @@ def test_receiver_on_ipv6_loopback(tmp_path: Path, pki: Pki, reports: list[Signe
         srv.config.store.close()
         t.join(5)
     assert srv.stats["stored"] == 1
+
+
+def test_concurrent_senders_store_each_report_once(server: RidServer, pki: Pki,
+                                                  reports: list[SignedReport]) -> None:
+    """Every report sent twice at the same time on separate connections: stored once, answered 200 twice."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [r for r in reports for _ in range(2)]
+    with ThreadPoolExecutor(max_workers=4) as pool:  # the fixture's receiver serves 4 at once
+        statuses = list(pool.map(lambda r: request(server, pki, r.body)[0], jobs))
+    assert statuses == [200] * len(jobs)
+    rows = server.config.store.reports()
+    assert sorted(r.incident_id for r in rows) == sorted(r.incident_id for r in reports)
+    assert (server.stats["stored"], server.stats["duplicate"]) == (len(reports), len(reports))
