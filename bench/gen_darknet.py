@@ -12,9 +12,14 @@ The labels JSON says exactly what was planted (schema in bench/README.md);
 from __future__ import annotations
 
 import argparse
+import bz2
+import contextlib
+import gzip
 import json
+import lzma
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -69,10 +74,34 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="pcapng: one interface (IDB with if_name) per ingress link; each frame on its link's interface",
     )
+    p.add_argument(
+        "--snaplen",
+        type=int,
+        default=0,
+        help="keep at most this many bytes of each frame, as header-only telescope captures do "
+        "(default 0: whole frames)",
+    )
+    p.add_argument(
+        "--compress",
+        choices=["none", "gzip", "bzip2", "xz"],
+        default="none",
+        help="compress the capture file (the name is used as given)",
+    )
     p.add_argument("--out", required=True, type=Path, help="capture file to write")
     p.add_argument("--labels", type=Path, help="labels JSON to write")
     p.add_argument("--packet-labels", type=Path, help="per-packet entity index to write (.npy, file order)")
     return p
+
+
+def _compressed(raw: BinaryIO, how: str) -> BinaryIO:
+    """A writer that compresses into ``raw`` (deterministic: gzip without a time stamp)."""
+    if how == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="wb", mtime=0)  # type: ignore[return-value]
+    if how == "bzip2":
+        return bz2.BZ2File(raw, "wb")  # type: ignore[return-value]
+    if how == "xz":
+        return lzma.LZMAFile(raw, "wb")  # type: ignore[return-value]
+    return contextlib.nullcontext(raw)  # type: ignore[return-value]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,9 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         duration_s=args.duration,
         start=args.start,
         interface_per_link=args.interface_per_link,
+        snaplen=args.snaplen,
     )
     try:
-        with args.out.open("wb") as fh:
+        with args.out.open("wb") as raw, _compressed(raw, args.compress) as fh:
             result = generate(opts, fh)
     except ValueError as exc:
         print(f"gen_darknet: {exc}", file=sys.stderr)

@@ -55,8 +55,17 @@ def _records(
 class CaptureWriter:
     """Writes frames to a pcap or pcapng file, chunk by chunk."""
 
-    def __init__(self, fh: BinaryIO, fmt: str, ts_resolution: str, interfaces: tuple[str, ...] = ()) -> None:
-        """``interfaces``: pcapng only, one IDB per name (``if_name``); default one unnamed IDB."""
+    def __init__(
+        self,
+        fh: BinaryIO,
+        fmt: str,
+        ts_resolution: str,
+        interfaces: tuple[str, ...] = (),
+        snaplen: int = 0,
+    ) -> None:
+        """``interfaces``: pcapng only, one IDB per name (``if_name``); default one unnamed IDB.
+        ``snaplen``: keep at most this many bytes of each frame (0: whole frames), as a
+        telescope capturing headers only does; the original length stays in the record."""
         if fmt not in ("pcap", "pcapng"):
             raise ValueError(f"unknown format {fmt!r}")
         if ts_resolution not in ("us", "ns"):
@@ -67,6 +76,9 @@ class CaptureWriter:
         if interfaces and fmt != "pcapng":
             raise ValueError("several capture interfaces need the pcapng format")
         self._ifaces = interfaces
+        if snaplen < 0 or snaplen > SNAPLEN:
+            raise ValueError(f"snaplen must be 0 (whole frames) or 1..{SNAPLEN} ({snaplen} given)")
+        self._snaplen = snaplen
         self.bytes_written = 0
         self._write(self._file_header())
 
@@ -77,7 +89,7 @@ class CaptureWriter:
     def _file_header(self) -> bytes:
         if self._fmt == "pcap":
             magic = 0xA1B23C4D if self._ns else 0xA1B2C3D4
-            return struct.pack("<IHHiIII", magic, 2, 4, 0, 0, SNAPLEN, LINKTYPE_ETHERNET)
+            return struct.pack("<IHHiIII", magic, 2, 4, 0, 0, self._snaplen or SNAPLEN, LINKTYPE_ETHERNET)
         # SHB: byte-order magic, version 1.0, section length unknown (-1), no options
         shb = struct.pack("<IIIHHq", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1) + struct.pack("<I", 28)
         return shb + b"".join(self._idb(name) for name in (self._ifaces or ("",)))
@@ -93,7 +105,7 @@ class CaptureWriter:
             opts += struct.pack("<HH", 0, 0)  # opt_endofopt
         idb_len = 20 + len(opts)
         return (
-            struct.pack("<IIHHI", 1, idb_len, LINKTYPE_ETHERNET, 0, SNAPLEN)
+            struct.pack("<IIHHI", 1, idb_len, LINKTYPE_ETHERNET, 0, self._snaplen or SNAPLEN)
             + opts
             + struct.pack("<I", idb_len)
         )
@@ -109,6 +121,11 @@ class CaptureWriter:
         n = len(ts_ns)
         if n == 0:
             return
+        orig = lengths.astype(np.uint32)
+        if self._snaplen and int(lengths.max()) > self._snaplen:
+            lengths = np.minimum(lengths, self._snaplen)
+            # bytes past the snap length must not leak into a record's padding
+            frames = np.where(np.arange(frames.shape[1])[None, :] < lengths[:, None], frames, np.uint8(0))
         ln = lengths.astype(np.uint32)
         if self._fmt == "pcap":
             hdr = np.zeros(n, dtype=[("sec", "<u4"), ("frac", "<u4"), ("incl", "<u4"), ("orig", "<u4")])
@@ -116,7 +133,7 @@ class CaptureWriter:
             frac = ts_ns % 1_000_000_000
             hdr["frac"] = frac if self._ns else frac // 1000
             hdr["incl"] = ln
-            hdr["orig"] = ln
+            hdr["orig"] = orig
             raw = hdr.view(np.uint8).reshape(n, 16)
             self._write(_records(frames, lengths, raw, pad4=False, trailer=False))
             return
@@ -140,6 +157,6 @@ class CaptureWriter:
         epb["hi"] = (ticks >> 32).astype(np.uint32)
         epb["lo"] = (ticks & 0xFFFFFFFF).astype(np.uint32)
         epb["cap"] = ln
-        epb["orig"] = ln
+        epb["orig"] = orig
         raw = epb.view(np.uint8).reshape(n, 28)
         self._write(_records(frames, lengths, raw, pad4=True, trailer=True))

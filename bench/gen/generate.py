@@ -46,6 +46,8 @@ class GenOptions:
     start: float = DEFAULT_START
     #: pcapng: one interface per ingress link (EPB interface id = link index)
     interface_per_link: bool = False
+    #: bytes kept per frame (0: whole frames)
+    snaplen: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +83,7 @@ def generate(opts: GenOptions, out: BinaryIO) -> Generated:
     t0 = time.perf_counter()
     rows, entities, dark, _ = plan(opts)
     ifaces = tuple(lk.name for lk in LINKS) if opts.interface_per_link else ()
-    writer = CaptureWriter(out, opts.fmt, opts.ts_resolution, ifaces)
+    writer = CaptureWriter(out, opts.fmt, opts.ts_resolution, ifaces, opts.snaplen)
     for i in range(0, len(rows), CHUNK):
         chunk = rows[i : i + CHUNK]
         frames, lengths = build_frames(chunk)
@@ -94,6 +96,7 @@ def generate(opts: GenOptions, out: BinaryIO) -> Generated:
         "format": opts.fmt,
         "ts_resolution": opts.ts_resolution,
         "linktype": 1,
+        "snaplen": opts.snaplen,
         "darknet": [str(n) for n in (*dark.v4, *dark.v6)],
         "telescope_size_v4": dark.size_v4,
         "start_ts_ns": int(opts.start * 1e9),

@@ -439,3 +439,42 @@ def test_fingerprint_names_the_tool(sample: dict[str, Any]) -> None:
         if e["role"] == "scanner":
             want = None if e["tool"] == "generic" else e["tool"]
             assert e["fingerprint"] == want, e["id"]
+
+
+@pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
+def test_snaplen_keeps_headers_only(tmp_path: Path, tshark: str, fmt: str) -> None:
+    full, cut = tmp_path / f"full.{fmt}", tmp_path / f"cut.{fmt}"
+    _gen(full, scenario="sample", seed=9, packets=12_000, fmt=fmt)
+    labels, _ = _gen(cut, scenario="sample", seed=9, packets=12_000, fmt=fmt, snaplen=96)
+    assert labels["snaplen"] == 96
+
+    def fields(path: Path) -> list[list[str]]:
+        out = subprocess.run(
+            [tshark, "-n", "-r", str(path), "-T", "fields", "-e", "frame.len", "-e", "frame.cap_len"],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        return [line.split("\t") for line in out.splitlines()]
+
+    a, b = fields(full), fields(cut)
+    assert [x[0] for x in a] == [y[0] for y in b]  # original lengths kept
+    assert all(int(y[1]) == min(int(y[0]), 96) for y in b)
+    assert any(int(y[0]) > 96 for y in b)
+    # the kept bytes are the first 96 of each frame
+    with full.open("rb") as f1, cut.open("rb") as f2:
+        rd = dpkt.pcapng.Reader if fmt == "pcapng" else dpkt.pcap.Reader
+        for (_, x), (_, y) in zip(rd(f1), rd(f2), strict=True):
+            assert bytes(y) == bytes(x)[:96]
+
+
+@pytest.mark.parametrize(("how", "opener"), [("gzip", "gzip"), ("bzip2", "bz2"), ("xz", "lzma")])
+def test_compressed_output(tmp_path: Path, repo_root: Path, how: str, opener: str) -> None:
+    import importlib
+
+    run = [sys.executable, "-m", "bench.gen_darknet", "--scenario", "sample", "--packets", "12000"]
+    subprocess.run(
+        [*run, "--out", str(tmp_path / "plain.pcap")], cwd=repo_root, check=True, capture_output=True
+    )
+    subprocess.run([*run, "--out", str(tmp_path / "packed"), "--compress", how], cwd=repo_root, check=True,
+                   capture_output=True)  # fmt: skip
+    mod = importlib.import_module(opener)
+    assert mod.decompress((tmp_path / "packed").read_bytes()) == (tmp_path / "plain.pcap").read_bytes()
