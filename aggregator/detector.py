@@ -80,6 +80,24 @@ class BatchView:
     def flows(self) -> npt.NDArray[np.void]:
         return self.batch.flows
 
+    def part(self, lo: int, hi: int, samples: npt.NDArray[np.void]) -> BatchView:
+        """Flows ``lo:hi`` of this view (with ``samples`` instead of the batch's)."""
+        if lo == 0 and hi >= self.batch.flows.shape[0] and samples.shape[0] == self.batch.samples.shape[0]:
+            return self
+        b = self.batch
+        sub = FlowBatch(b.interval_start_ns, b.interval_ns, b.sensor, b.flows[lo:hi], samples, b.stats)
+        return BatchView(
+            batch=sub,
+            src_key=self.src_key[lo:hi],
+            src_is4=self.src_is4[lo:hi],
+            dst32=self.dst32[lo:hi],
+            backscatter=self.backscatter[lo:hi],
+            icmp_error=self.icmp_error[lo:hi],
+            reasons=self.reasons[lo:hi],
+            packets=self.packets[lo:hi],
+            same_addr=self.same_addr[lo:hi],
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Context:

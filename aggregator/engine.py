@@ -43,6 +43,8 @@ from darknet_iodef.flowtuple import FlowBatch
 __all__ = ["Aggregator"]
 
 log = logging.getLogger(__name__)
+#: flow tuples per processing step (bounds the temporaries to tens of MB)
+CHUNK_FLOWS = 1 << 18
 
 
 class Aggregator:
@@ -96,9 +98,15 @@ class Aggregator:
         self.counters["flows_total"] += int(batch.flows.shape[0])
         if batch.flows.shape[0]:
             view = self._view(batch)
-            self.scan.process(view)
-            self.backscatter.process(view)
-            self.spoofing.process(view)
+            self.scan.prepare(view)
+            # in chunks: every detector's state is cumulative, so a batch processed
+            # piecewise gives the same state, with a fraction of the temporaries
+            empty = batch.samples[:0]
+            for lo in range(0, batch.flows.shape[0], CHUNK_FLOWS):
+                part = view.part(lo, lo + CHUNK_FLOWS, empty)
+                self.scan.process(part)
+                self.backscatter.process(part)
+                self.spoofing.process(part)
         return events
 
     def _view(self, batch: FlowBatch) -> BatchView:

@@ -195,28 +195,47 @@ class ScanDetector:
                 self._decoy_of[k] = gid
 
     # -- per batch -------------------------------------------------------------
+    def prepare(self, view: BatchView) -> None:
+        """Before a batch is processed in chunks: create its sources, absorb its samples.
+
+        Tool proof must be known before any chunk's flows are tagged (ZMap's TTL
+        255 is no spoofing), so the samples go first, for all sources at once.
+        """
+        idx = self._candidates(view)
+        if idx.size:
+            g = group(view.src_key[idx])
+            self._upsert_sources(g.keys, view.flows["src_ip"][idx[g.order[g.starts]]])
+        self._absorb_samples(view.batch.samples)
+
+    @staticmethod
+    def _candidates(view: BatchView) -> npt.NDArray[np.int64]:
+        return np.flatnonzero(~view.backscatter & ((view.reasons & (sr.BOGON | sr.DARK)) == 0))
+
+    def _upsert_sources(
+        self, keys: npt.NDArray[np.uint64], addrs: npt.NDArray[np.void]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+        rows, new = self.src.upsert(keys)
+        n_new = int(new.sum())
+        if n_new:
+            sids = np.arange(self.next_sid, self.next_sid + n_new) & 0xFFFF_FFFF
+            self.src.cols["sid"][rows[new]] = sids.astype(np.uint32)
+            self.next_sid += n_new
+            v6new = new & (keys >= np.uint64(1 << 63))
+            if v6new.any():
+                hi, lo = addr_halves(addrs[v6new])
+                vr, _ = self.v6.upsert(keys[v6new])
+                self.v6.cols["hi"][vr] = hi
+                self.v6.cols["lo"][vr] = lo
+        return rows, new
+
     def process(self, view: BatchView) -> None:
-        cand = ~view.backscatter & ((view.reasons & (sr.BOGON | sr.DARK)) == 0)
-        idx = np.flatnonzero(cand)
+        idx = self._candidates(view)
         if idx.size == 0:
             return
         f = Fields(view.flows, idx)
         g = group(view.src_key[idx])
-        rows, new = self.src.upsert(g.keys)
+        rows, _ = self._upsert_sources(g.keys, f["src_ip"][g.order[g.starts]])
         c = self.src.cols
-        n_new = int(new.sum())
-        if n_new:
-            c["sid"][rows[new]] = (np.arange(self.next_sid, self.next_sid + n_new) & 0xFFFF_FFFF).astype(
-                np.uint32
-            )
-            self.next_sid += n_new
-            v6new = new & (g.keys >= np.uint64(1 << 63))
-            if v6new.any():
-                first_pos = g.order[g.starts[v6new]]
-                hi, lo = addr_halves(f["src_ip"][first_pos])
-                vr, _ = self.v6.upsert(g.keys[v6new])
-                self.v6.cols["hi"][vr] = hi
-                self.v6.cols["lo"][vr] = lo
         self._absorb_samples(view.batch.samples)
         tool = self.tool_of(rows)
         reasons = sr.flow_reasons(

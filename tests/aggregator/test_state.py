@@ -119,3 +119,11 @@ def test_spoofed_flood_of_million_sources_stays_bounded(make_agg) -> None:
     assert ev["extra.sources_distinct"] == len(np.unique(f["src_ip"]))
     assert agg.scan.src.size == 45_000
     assert agg.scan.evicted_total == len(np.unique(f["src_ip"])) - 45_000
+
+
+def test_processing_in_chunks_gives_the_same_events(make_agg, monkeypatch) -> None:
+    import aggregator.engine
+
+    whole = replay(make_agg(), scenario())
+    monkeypatch.setattr(aggregator.engine, "CHUNK_FLOWS", 7)
+    assert replay(make_agg(), scenario()) == whole
