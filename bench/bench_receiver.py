@@ -9,6 +9,7 @@ signatures, certificates made for the run), in one process:
   receiver, one persistent HTTP/1.1 connection (RFC 6546: SHOULD);
 * ``new-conn``: the same, but a new TLS connection per report;
 * ``outbox``: enqueueing the reports (SQLite, synchronous=FULL) alone;
+* ``parallel``: 4 senders at once, each with its own persistent connection;
 
 and prints reports per second and the ratios. Usage::
 
@@ -24,6 +25,7 @@ import argparse
 import dataclasses
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lxml import etree
@@ -36,7 +38,7 @@ from reporter.receiver_store import ReceivedReport, ReceiverStore
 from reporter.rid import SigningIdentity, build_report, open_report
 from reporter.settings import ReporterSettings
 from reporter.tlsconfig import AllowList, PeerIdentity, client_context
-from reporter.transport import RidTransport
+from reporter.transport import Endpoint, RidTransport
 from tests.reporter.conftest import EVENTS
 from tests.reporter.pki import Pki, make_pki
 from tests.reporter.rid_peers import receiver_running
@@ -113,12 +115,31 @@ def main() -> None:
                 transport.close()
                 assert (stats.delivered if stats else delivered) == len(items)
                 assert srv.config.store.count() == len(items)
+    # the receiver with 4 senders at once (each its own persistent connection, no outbox)
+    with receiver_running(tmp / "store-parallel", pki, [pki.client.subject], max_body_bytes=1 << 24,
+                          max_connections=8) as srv:
+        ep = Endpoint("127.0.0.1", srv.server_address[1])
+        ctx = client_context(pki.client.cert_path, pki.client.key_path, pki.ca.cert_path)
+        allow = AllowList.parse([pki.server.fingerprint])
+
+        def sender_thread(part: list[Report]) -> int:
+            with RidTransport(ctx, allow) as tr:
+                return sum(tr.send(ep, r.body).delivered for r in part)
+
+        t = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            done = sum(pool.map(sender_thread, [reports[i::4] for i in range(4)]))
+        rates["parallel"] = len(reports) / (time.perf_counter() - t)
+        assert done == len(reports) == srv.config.store.count()
+
     print(f"verify only (open_report)       {verify:8.1f} reports/s")
     print(f"receiver storage only (2 fsync'd files + index row) {stored:8.1f} reports/s")
     print(f"outbox enqueue (one commit)     {rates['outbox']:8.1f} reports/s")
     print(f"delivered, persistent connection {rates['keep-alive']:7.1f} reports/s "
           f"(sender + receiver incl. verify and fsync'd storage)")
     print(f"delivered, new TLS connection    {rates['new-conn']:7.1f} reports/s")
+    print(f"receiver with 4 senders at once  {rates['parallel']:7.1f} reports/s "
+          f"({rates['parallel'] / rates['keep-alive']:.2f}x one sender through its outbox)")
     per = 1000.0 / rates["keep-alive"]
     print(f"ratio persistent / new connection: {rates['keep-alive'] / rates['new-conn']:.2f}x; per report "
           f"{per:.1f} ms end to end, of which verify {1000.0 / verify:.1f} ms and receiver storage "
