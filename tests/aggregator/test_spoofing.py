@@ -139,3 +139,13 @@ def test_mostly_tagged_source_is_never_a_scanner(make_agg) -> None:
 def test_internal_sources_are_not_bogons(make_agg) -> None:
     (ev,) = run(make_agg(internal_sources="10.0.0.0/8"), batch(horizontal("10.9.9.9", 10)))
     assert ev["classification.identifier"] == "scan" and ev["source.ip"] == "10.9.9.9"
+
+
+def test_tool_proof_holds_for_every_chunk_of_a_batch(make_agg, monkeypatch) -> None:
+    import aggregator.engine
+
+    monkeypatch.setattr(aggregator.engine, "CHUNK_FLOWS", 3)
+    rows = [dict(r, ttl=250) for r in horizontal("45.1.1.1", 10)]
+    smp = [{"src_ip": "45.1.1.1", "dst_ip": f"198.18.0.{i + 1}", "ip_id": 54321, "ttl": 250} for i in range(3)]
+    (ev,) = run(make_agg(), batch(rows, smp))
+    assert (ev["extra.tool"], ev["extra.packets"]) == ("zmap", 10)
