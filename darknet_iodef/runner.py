@@ -185,8 +185,10 @@ class Runner:
         still holds and everything is committed.
         """
         try:
+            handled = 0
             while not self.stop.is_set():
-                handled = self.step()
+                # at the end of a finite input, do not wait a poll timeout to learn it is over
+                handled = self.step(0.0 if until_end and handled else None)
                 if until_end and not handled and self._drained():
                     self._deliver(self.stage.finish())
                     self._commit_done(final=True)
@@ -195,12 +197,12 @@ class Runner:
             log.info("%s stopped; uncommitted messages will be read again", self.stage.name)
         return self.stats
 
-    def step(self) -> int:
+    def step(self, timeout: float | None = None) -> int:
         """One poll, process, flush, commit cycle; returns the number of messages handled."""
         self._report_lag()
         self.stats.polls += 1
         try:
-            batch = self.consumer.poll(self.max_records, self.poll_timeout)
+            batch = self.consumer.poll(self.max_records, self.poll_timeout if timeout is None else timeout)
         except TransientError as exc:
             self._wait("poll", exc)
             return 0
