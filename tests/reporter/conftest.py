@@ -228,6 +228,16 @@ def schemas(shared_schemas: Path) -> Schemas:
 
 
 @pytest.fixture(scope="session")
+def xmlschema_validators(shared_schemas: Path) -> dict[str, Any]:
+    """The same schemas compiled by ``xmlschema`` (pure Python, follows XSD 1.0 to the letter):
+    an independent second validator next to libxml2. Local files only."""
+    import xmlschema
+
+    return {name: xmlschema.XMLSchema(str(shared_schemas / f), allow="local")
+            for name, f in (("iodef", "iodef-2.0.xsd"), ("rid", "rid-with-iodef-2.0.xsd"))}
+
+
+@pytest.fixture(scope="session")
 def signer_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """CA + certificates (ECDSA P-256); the client certificate signs RID messages."""
     return make_pki(tmp_path_factory.mktemp("pki"))

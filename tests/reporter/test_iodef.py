@@ -56,6 +56,15 @@ def test_every_document_type_is_valid(name: str, confidence_element: bool, setti
     assert schemas.json_errors(to_json(reparsed)) == []
 
 
+def test_every_document_type_is_valid_for_xmlschema_too(settings: ReporterSettings, contacts: ContactTable,
+                                                         xmlschema_validators: dict[str, Any]) -> None:
+    for name, ids in sorted(DOCUMENT_TYPES.items()):
+        group = one_group([by_id(i) for i in ids], settings, contacts)
+        xml = serialize(build_iodef(group, settings)).decode()
+        errors = list(xmlschema_validators["iodef"].iter_errors(xml))
+        assert errors == [], (name, errors[:1])
+
+
 def test_confidence_element_is_exactly_the_schema_disagreement(settings: ReporterSettings,
                                                                 schemas: Schemas) -> None:
     s = settings.replace(confidence_element=True)

@@ -59,6 +59,14 @@ def test_signed_report_is_valid_and_opens(key_type: str, iodef_root: etree._Elem
         assert len(content(iodef)) > 40
 
 
+def test_signed_report_is_valid_for_xmlschema_too(iodef_root: etree._Element, signer_pki: Pki,
+                                                  xmlschema_validators: dict) -> None:
+    body = signed(iodef_root, signer_pki)
+    assert list(xmlschema_validators["rid"].iter_errors(body.decode())) == []
+    etree.SubElement(iodef_root.find(f"{{{IODEF_NS}}}Incident"), f"{{{IODEF_NS}}}Bogus").text = "x"
+    assert list(xmlschema_validators["rid"].iter_errors(signed(iodef_root, signer_pki).decode())) != []
+
+
 def test_rid_schema_reaches_into_the_embedded_document(iodef_root: etree._Element, signer_pki: Pki,
                                                        schemas: Schemas) -> None:
     etree.SubElement(iodef_root.find(f"{{{IODEF_NS}}}Incident"), f"{{{IODEF_NS}}}Bogus").text = "x"
