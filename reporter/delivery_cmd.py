@@ -152,6 +152,10 @@ def send_if_asked(args: argparse.Namespace, reports: Sequence[OutgoingReport], o
         finally:
             for t in transports:
                 t.close()
+        pruned = ob.prune(time.time() - s.keep_sent_s)
+        if pruned:
+            log.info("dropped the bodies of %d reports delivered more than %g days ago", pruned,
+                     s.keep_sent_s / 86400)
         counts = ob.counts()
     line = (f"send: {added.added} queued ({added.duplicates} already in the outbox); "
             f"{stats.delivered} delivered, {stats.rejected} rejected, {stats.retrying} to retry, "

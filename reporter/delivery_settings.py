@@ -44,6 +44,8 @@ class DeliverySettings:
     backoff_cap_s: float = setting(3600.0, "longest retry delay, seconds")
     give_up_after_s: float = setting(7 * 86400.0, "stop retrying a report this long after it was queued")
     batch: int = setting(100, "reports taken from the outbox per round")
+    keep_sent_s: float = setting(
+        30 * 86400.0, "keep the bodies of delivered reports this long (rows stay for duplicate checks)")
     dir_root: str = setting("", "root of the per-recipient directories for the 'dir' channel")
     smtp_host: str = setting("localhost", "SMTP server for the 'mail' channel")
     smtp_port: int = setting(25, "SMTP port")
@@ -54,7 +56,8 @@ class DeliverySettings:
     mail_from: str = setting("telescope@example.net", "From: address of report mails")
 
     def __post_init__(self) -> None:
-        for name in ("timeout_s", "deadline_s", "backoff_base_s", "backoff_cap_s", "give_up_after_s"):
+        for name in ("timeout_s", "deadline_s", "backoff_base_s", "backoff_cap_s", "give_up_after_s",
+                     "keep_sent_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"[delivery] {name}", "must be positive")
         if self.backoff_cap_s < self.backoff_base_s:

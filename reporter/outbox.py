@@ -254,6 +254,18 @@ class Outbox:
                 (now, now, state.value))
             return cur.rowcount
 
+    def prune(self, delivered_before: float) -> int:
+        """Drop the bodies of reports delivered before ``delivered_before``; rows stay.
+
+        The row is what suppresses duplicates (IncidentID, recipient, channel)
+        and answers the operator; the body, once delivered, is only weight.
+        """
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE reports SET body = x'' WHERE state = 'sent' AND delivered < ? AND length(body) > 0",
+                (delivered_before,))
+            return cur.rowcount
+
     def queued_channels(self) -> set[str]:
         """Channels of the reports still queued (which senders a run needs)."""
         with self._lock:

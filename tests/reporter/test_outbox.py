@@ -114,3 +114,16 @@ def test_restart_resumes_from_the_file(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT state, COUNT(*) FROM reports GROUP BY state ORDER BY state").fetchall() == [
             ("queued", 3), ("sent", 2)]
+
+
+def test_prune_drops_delivered_bodies_but_keeps_duplicate_suppression(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite") as ob:
+        ob.add_many([report(1), report(2), report(3)], T0)
+        i1, i2, _ = ob.due(T0)
+        ob.record(i1.id, OK, T0 + 10)
+        ob.record(i2.id, OK, T0 + 1000)
+        assert ob.prune(delivered_before=T0 + 500) == 1
+        assert ob.prune(delivered_before=T0 + 500) == 0
+        bodies = {i.report.incident_id: i.report.body for i in ob.items()}
+        assert bodies == {"inc-1": b"", "inc-2": report(2).body, "inc-3": report(3).body}
+        assert ob.add(report(1), T0 + 2000) is False  # still recognised as sent
