@@ -275,3 +275,24 @@ def test_decoding_in_one_call_equals_decoding_one_by_one() -> None:
 def test_empty_batch() -> None:
     assert decode_frames(np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0), np.zeros(0),
                          np.zeros(0, np.int64), 1).size == 0
+
+
+def test_option_layouts_learnt_from_some_rows_agree_with_the_general_walk() -> None:
+    """Many rows take the layout path (>= 64 rows with options); one row alone takes the
+    general walk: both must give the same kinds and MSS for every shape, bad ones included."""
+    rng = np.random.default_rng(11)
+    linux = b"\x02\x04\x05\xb4\x04\x02\x08\x0a" + bytes(8) + b"\x01\x03\x03\x07"
+    shapes = [linux, b"\x02\x04\x05\x78", b"\x01\x01\x04\x02", b"\x02\x04\x05\xb4\x08\x30\x00\x00",
+              b"\x03\x03\x0a\x00", b"\x02\x03\x05\xb4\x02\x04\x01\x00" + b"\x01" * 4]
+    frames = []
+    for _ in range(600):
+        opts = bytearray(shapes[int(rng.integers(0, len(shapes)))])
+        if opts[:2] == b"\x02\x04" and len(opts) == 20:
+            opts[8:16] = rng.integers(0, 256, 8, dtype=np.uint8).tobytes()  # timestamps vary
+        frame = eth(ip4(A, B, 6, tcp(1, 2, options=bytes(opts))))
+        frames.append(frame[: len(frame) - int(rng.integers(0, 3)) * 3])  # some cut by the snap length
+    together = dec(frames)
+    alone = np.concatenate([dec([f]) for f in frames])
+    assert together["tcp_opt_kinds"].tolist() == alone["tcp_opt_kinds"].tolist()
+    assert together["tcp_mss"].tolist() == alone["tcp_mss"].tolist()
+    assert len(set(together["tcp_opt_kinds"].tolist())) >= 5
