@@ -101,14 +101,18 @@ def _jsonl(rows: list[dict[str, Any]]) -> bytes:
     return b"".join(json.dumps(r, sort_keys=True, ensure_ascii=False).encode() + b"\n" for r in rows)
 
 
-def write_documents(docs: DocumentSet, out: Path) -> list[dict[str, Any]]:
-    """Write every document and the operator's lists; return the index rows."""
+def write_documents(
+    docs: DocumentSet, out: Path, formats: tuple[str, ...] = ("xml", "json")
+) -> list[dict[str, Any]]:
+    """Write every document in ``formats`` (plus signed RID) and the operator's lists; return the index."""
     index: list[dict[str, Any]] = []
     for r in docs.reports:
         base = out / r.recipient.id / r.incident_id
-        files = {"xml": base.with_name(base.name + ".xml")}
-        _write(files["xml"], r.xml)
-        if r.json is not None:
+        files: dict[str, Path] = {}
+        if "xml" in formats:
+            files["xml"] = base.with_name(base.name + ".xml")
+            _write(files["xml"], r.xml)
+        if r.json is not None and "json" in formats:
             files["json"] = base.with_name(base.name + ".json")
             _write(files["json"], r.json)
         if r.rid_body is not None:
@@ -182,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
                     len(docs.invalid) - MAX_LOGGED_INVALID)
     if settings.schemas_dir:
         _validate(docs, settings.schemas_dir)
-    write_documents(docs, args.out)
+    write_documents(docs, args.out, settings.formats)
     # --send: the reports go through the durable outbox (reporter.delivery_cmd)
     sent = delivery_cmd.send_if_asked(args, docs.reports, settings.operator_name, args.out)
     recipients = {r.recipient.id for r in docs.reports}

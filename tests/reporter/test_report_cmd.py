@@ -9,6 +9,7 @@ import pytest
 from lxml import etree
 
 from darknet_iodef.cli import main
+from reporter.grouping import incident_id
 from reporter.rid import open_report
 from reporter.schemas import load_schemas
 
@@ -111,7 +112,7 @@ def test_config_file_and_period(events_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(["report", "--in", str(events_file), "--out", str(out), "--config", str(cfg)]) == 0
     docs = [f for f in files(out) if "/" in f]
-    assert docs and all(f.endswith(".json") or f.endswith(".xml") for f in docs)
+    assert len(docs) == 8 and all(f.endswith(".json") for f in docs)  # formats = ["json"] only
     one = json.loads((out / next(f for f in docs if f.endswith(".json"))).read_text())
     assert one["Incident"][0]["IncidentID"]["name"] == "tele.example"
     assert one["Incident"][0]["Contact"][0]["Email"] == [{"EmailTo": "ops@tele.example"}]
@@ -130,6 +131,20 @@ def test_bad_configuration_exits_2(events_file: Path, tmp_path: Path, extra: lis
     assert main(argv) == code
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_events_from_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(events_jsonl(EVENTS[:3]))))
+    assert main(["report", "--in", "-", "--out", str(tmp_path / "o"), "--format", "xml"]) == 0
+    assert capsys.readouterr().out.startswith("report: 3 events read, 0 invalid; 1 documents (1 unassigned)")
+    iid = incident_id("unassigned/192.0.2.0_24", 1_709_251_200 * 10**9, "scan")
+    assert files(tmp_path / "o") == [
+        "invalid.jsonl", "not-reported.jsonl", "reports.jsonl", "unassigned.jsonl",
+        f"unassigned/192.0.2.0_24/{iid}.xml"]
 
 
 def test_missing_events_file_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
