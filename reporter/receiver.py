@@ -320,7 +320,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(500, "internal error while verifying the message")
             return
         info = describe_report(rid_root, iodef_root)
-        iodef = etree.tostring(iodef_root, xml_declaration=True, encoding="UTF-8")
+        iodef = etree.tostring(iodef_root, xml_declaration=True, encoding="UTF-8", with_tail=False)
         try:
             new, row = cfg.store.add(body, iodef, info, self.peer, time.time())
         except Exception:

@@ -192,6 +192,16 @@ def test_documents_arrive_schema_valid(tmp_path: Path, pki: Pki, shared_schemas:
             assert schemas.errors(schemas.rid, doc.getroot()) == []
             iodef = etree.parse(str(srv.config.store.root / row.iodef_path))
             assert schemas.errors(schemas.iodef, iodef.getroot()) == []
+            # and under the MILE WG corrected schema (DOMAIN.md section 7)
+            variant = etree.XMLSchema(etree.parse(
+                str(shared_schemas / "variants/iodef-2.0-milewg-jsoniodef.xsd"),
+                etree.XMLParser(no_network=True, resolve_entities=False)))
+            assert variant.validate(iodef.getroot()), variant.error_log
+            # the stored message still verifies: it is the signed message as sent
+            _, inner = open_report(doc_bytes := (srv.config.store.root / row.rid_path).read_bytes(),
+                                   pki.ca.cert_path)
+            assert doc_bytes == next(e.body for e in entries if e.incident_id == row.incident_id)
+            assert etree.tostring(inner, with_tail=False) == etree.tostring(iodef.getroot())
 
 
 def test_rejections_are_kept_and_never_retried(tmp_path: Path, pki: Pki) -> None:
