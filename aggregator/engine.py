@@ -45,6 +45,24 @@ __all__ = ["Aggregator"]
 log = logging.getLogger(__name__)
 #: flow tuples per processing step (bounds the temporaries to tens of MB)
 CHUNK_FLOWS = 1 << 18
+#: batches must start before 2106 (event times are also kept in uint32 seconds)
+MAX_TIME_NS = (1 << 32) * 1_000_000_000 - 2 * 86_400 * 1_000_000_000
+MAX_INTERVAL_NS = 86_400 * 1_000_000_000
+
+
+def _clamp_times(batch: FlowBatch) -> FlowBatch:
+    """Flow times outside their interval (a broken or hostile sensor) are clamped to it."""
+    f = batch.flows
+    lo, hi = batch.interval_start_ns, batch.interval_start_ns + batch.interval_ns
+    if f.shape[0] == 0:
+        return batch
+    bad = (f["first_ns"] < lo) | (f["first_ns"] > hi) | (f["last_ns"] < lo) | (f["last_ns"] > hi)
+    if not bad.any():
+        return batch
+    f = f.copy()
+    f["first_ns"] = np.clip(f["first_ns"], lo, hi)
+    f["last_ns"] = np.clip(f["last_ns"], f["first_ns"], hi)
+    return FlowBatch(batch.interval_start_ns, batch.interval_ns, batch.sensor, f, batch.samples, batch.stats)
 
 
 class Aggregator:
@@ -80,9 +98,21 @@ class Aggregator:
             "flows_total": 0,
             "replayed_batches_total": 0,
             "events_total": 0,
+            "rejected_batches_total": 0,
         }
 
     def process(self, batch: FlowBatch) -> list[dict[str, Any]]:
+        if not (0 <= batch.interval_start_ns < MAX_TIME_NS and 0 < batch.interval_ns <= MAX_INTERVAL_NS):
+            # a hostile or broken batch: its times would poison every window and timeout
+            log.warning(
+                "Skipping a flow batch from %r with interval start %d ns and length %d ns",
+                batch.sensor,
+                batch.interval_start_ns,
+                batch.interval_ns,
+            )
+            self.counters["rejected_batches_total"] += 1
+            return []
+        batch = _clamp_times(batch)
         last = self.watermarks.get(batch.sensor)
         if last is not None and batch.interval_start_ns <= last:
             self.counters["replayed_batches_total"] += 1

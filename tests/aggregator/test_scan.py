@@ -73,19 +73,21 @@ def test_destinations_accumulate_across_intervals(make_agg) -> None:
 
 
 def test_rate_threshold(make_agg) -> None:
-    # 10 destinations over a day: 10/86400 * 65536 = 7.6 pps < 10 pps
-    rows = [
-        {
-            "src_ip": "45.1.1.1",
-            "dst_ip": f"198.18.0.{i + 1}",
-            "first_ns": T0 + i * 9600 * SEC,
-            "last_ns": T0 + i * 9600 * SEC,
-        }
+    # 10 destinations over a day (one every 9,600 s): 10/86400 * 65536 = 7.6 pps < 10 pps
+    batches = [
+        batch([{"src_ip": "45.1.1.1", "dst_ip": f"198.18.0.{i + 1}"}], start=T0 + i * 9600 * SEC)
         for i in range(10)
     ]
-    assert run(make_agg(), batch(rows)) == []
-    (ev,) = run(make_agg(scan_min_rate_pps=5.0), batch(rows))
+    assert run(make_agg(), *batches) == []
+    (ev,) = run(make_agg(scan_min_rate_pps=5.0), *batches)
     assert ev["extra.destinations_distinct"] == 10
+
+
+def test_flow_times_outside_their_interval_are_clamped(make_agg) -> None:
+    rows = horizontal("45.1.1.1", 10)
+    rows[3]["first_ns"] = rows[3]["last_ns"] = T0 - 10**18  # a broken sensor
+    (ev,) = run(make_agg(), batch(rows))
+    assert ev["time.source"] == "2024-01-01T00:00:00+00:00"
 
 
 def test_vertical_strobe_random(make_agg) -> None:

@@ -146,6 +146,8 @@ def test_tool_proof_holds_for_every_chunk_of_a_batch(make_agg, monkeypatch) -> N
 
     monkeypatch.setattr(aggregator.engine, "CHUNK_FLOWS", 3)
     rows = [dict(r, ttl=250) for r in horizontal("45.1.1.1", 10)]
-    smp = [{"src_ip": "45.1.1.1", "dst_ip": f"198.18.0.{i + 1}", "ip_id": 54321, "ttl": 250} for i in range(3)]
+    smp = [
+        {"src_ip": "45.1.1.1", "dst_ip": f"198.18.0.{i + 1}", "ip_id": 54321, "ttl": 250} for i in range(3)
+    ]
     (ev,) = run(make_agg(), batch(rows, smp))
     assert (ev["extra.tool"], ev["extra.packets"]) == ("zmap", 10)
