@@ -77,7 +77,7 @@ U8x2 = npt.NDArray[np.uint8]
 DECODE_PAD = 256
 #: rows decoded together: large enough to amortise numpy's per-call cost, small
 #: enough that the output rows and temporaries stay in the CPU cache
-BLOCK_ROWS = 8192
+BLOCK_ROWS = 16384
 
 
 class _Bytes:
