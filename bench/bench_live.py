@@ -182,7 +182,7 @@ class Drain:
         return self.frames / self.cpu_seconds if self.cpu_seconds else 0.0
 
 
-def drain_trial(pair: VethPair, capture: Path, n: int, method: str) -> Drain:
+def drain_trial(pair: VethPair, capture: Path, n: int, method: str, archive: str = "") -> Drain:
     """Fill the capture buffer while nobody reads, then time the agent emptying it.
 
     This measures the consumer alone -- block walk, decode, flow folding --
@@ -200,9 +200,9 @@ def drain_trial(pair: VethPair, capture: Path, n: int, method: str) -> Drain:
     from sensor.settings import SensorSettings
     from tests.sensor.live_netns import enter_netns
 
-    live = load(
-        LiveSettings, "live", {"method": method, "block_size": 1 << 21, "block_count": 160}, environ={}
-    )
+    table = {"method": method, "block_size": 1 << 21, "block_count": 160, "block_timeout_ms": 2000,
+             "archive_dir": archive}
+    live = load(LiveSettings, "live", table, environ={})
     settings = load(SensorSettings, "sensor", {"darknet": DARKNET}, environ={})
     with enter_netns(pair.cap_ns):
         cap, used = open_capture(pair.cap_if, live)
@@ -233,6 +233,9 @@ def drain_trial(pair: VethPair, capture: Path, n: int, method: str) -> Drain:
         st = cap.stats()
     finally:
         cap.close()
+    if loop.archive is not None:
+        loop.archive.close()
+        used += " + archive"
     return Drain(used, loop.frames, st.drops, seconds, cpu)
 
 
@@ -309,8 +312,9 @@ def main() -> int:
         print("drain (consumer alone: the buffer is filled first, then the agent empties it):")
         fill = max(1, 2_000_000 // args.packets) * args.packets
         drains = [drain_trial(pair, cap, fill, m) for m in ("ring", "libpcap")]
+        drains.append(drain_trial(pair, cap, fill, "ring", archive=str(work / "archive")))
         for d in drains:
-            print(f"  {d.method:8s} {d.frames:>9,} frames in {d.seconds:6.2f} s wall = {d.pps:>10,.0f} pps; "
+            print(f"  {d.method:16s} {d.frames:>9,} frames in {d.seconds:6.2f} s wall = {d.pps:>10,.0f} pps; "
                   f"{d.cpu_seconds:6.2f} s CPU = {d.per_cpu_second:>10,.0f} frames per CPU second"
                   f"  (kernel drops while filling: {d.drops:,})")
         print(f"  ring / libpcap (frames per CPU second): "
