@@ -29,6 +29,7 @@ Theory of operation (DOMAIN.md section 7; RFC 6546 section 3; issue 4):
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import re
@@ -320,7 +321,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(500, "internal error while verifying the message")
             return
         info = describe_report(rid_root, iodef_root)
-        iodef = etree.tostring(iodef_root, xml_declaration=True, encoding="UTF-8", with_tail=False)
+        # the IODEF document on its own: the envelope's namespace declarations dropped, content as signed
+        standalone = copy.deepcopy(iodef_root)
+        etree.cleanup_namespaces(standalone)
+        iodef = etree.tostring(standalone, xml_declaration=True, encoding="UTF-8", with_tail=False)
         try:
             new, row = cfg.store.add(body, iodef, info, self.peer, time.time())
         except Exception:

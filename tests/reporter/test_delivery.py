@@ -201,7 +201,9 @@ def test_documents_arrive_schema_valid(tmp_path: Path, pki: Pki, shared_schemas:
             _, inner = open_report(doc_bytes := (srv.config.store.root / row.rid_path).read_bytes(),
                                    pki.ca.cert_path)
             assert doc_bytes == next(e.body for e in entries if e.incident_id == row.incident_id)
-            assert etree.tostring(inner, with_tail=False) == etree.tostring(iodef.getroot())
+            assert [(e.tag, e.attrib, e.text) for e in inner.iter()] == [
+                (e.tag, e.attrib, e.text) for e in iodef.getroot().iter()]
+            assert iodef.getroot().nsmap == {None: "urn:ietf:params:xml:ns:iodef-2.0"}
 
 
 def test_rejections_are_kept_and_never_retried(tmp_path: Path, pki: Pki) -> None:
