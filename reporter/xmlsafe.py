@@ -47,6 +47,7 @@ DEFAULT_MAX_DEPTH: Final = 64
 
 _DECL = re.compile(rb"<!(DOCTYPE|ENTITY|ELEMENT|ATTLIST|NOTATION)", re.IGNORECASE)
 _ENCODING = re.compile(rb"""^<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+_NOT_XML_START = "not well-formed XML (does not start with '<'; only UTF-8 is accepted)"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00<", b"<\x00")
 
 
@@ -107,6 +108,9 @@ def parse_untrusted(
     if data.startswith(_UTF16_BOMS):
         raise DocumentError(source, "byte 0", "only UTF-8 documents are accepted (found UTF-16)")
     head = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    if not head.lstrip(b" \t\r\n").startswith(b"<"):
+        # also stops EBCDIC and other encodings where the byte scan below would see nothing
+        raise DocumentError(source, "byte 0", _NOT_XML_START)
     m = _ENCODING.match(head)
     if m and m.group(1).lower().replace(b"_", b"-") not in (b"utf-8", b"utf8", b"us-ascii", b"ascii"):
         raise DocumentError(
@@ -128,6 +132,9 @@ def parse_untrusted(
         raise DocumentError(source, "", f"not parseable XML ({exc})") from None
     if root is None:
         raise DocumentError(source, "", "no root element")
+    info = root.getroottree().docinfo
+    if info.doctype or info.internalDTD is not None:  # second line of defence: never reached today
+        raise DocumentError(source, "", "document type declarations are refused")
     depth = _depth_over(root, max_depth)
     if depth:
         raise DocumentError(source, "", f"elements nested deeper than the limit of {max_depth}")

@@ -140,6 +140,14 @@ def test_only_utf8() -> None:
     assert parse_untrusted(bom, "p").text == "é"
 
 
+def test_other_encodings_cannot_hide_a_doctype_from_the_byte_scan() -> None:
+    for body in ('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "a">]><r>&a;</r>'.encode("cp500"),  # EBCDIC
+                 b"\x00\x00\x00<\x00\x00\x00r\x00\x00\x00/\x00\x00\x00>"):  # UTF-32
+        with pytest.raises(DocumentError) as exc:
+            parse_untrusted(body, "peer")
+        assert exc.value.reason == "not well-formed XML (does not start with '<'; only UTF-8 is accepted)"
+
+
 def test_syntax_error_names_the_line() -> None:
     with pytest.raises(DocumentError) as exc:
         parse_untrusted(b"<r>\n<a>\n</r>", "peer")
