@@ -126,7 +126,11 @@ class MailSender:
 
     def send(self, item: OutboxItem, now: float) -> Outcome:
         cfg = self.config
-        msg = build_message(item.report, cfg.mail_from, now)
+        try:
+            msg = build_message(item.report, cfg.mail_from, now)
+        except (ValueError, TypeError) as exc:
+            # e.g. a line break in the address from the contact table: no retry can fix this report
+            return Outcome(OutcomeKind.REJECTED, f"cannot build the mail: {exc}")
         try:
             with smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_s) as smtp:
                 smtp.ehlo()

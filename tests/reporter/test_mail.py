@@ -99,6 +99,13 @@ def test_message_headers() -> None:
     assert msg["Auto-Submitted"] == "auto-generated"
 
 
+def test_a_header_injection_in_the_address_is_rejected_not_sent() -> None:
+    item = OutboxItem(1, report(1, "abuse@isp.example\r\nBcc: everyone@example.org"), State.QUEUED, 0, T0, T0,
+                      None, None, None, "")
+    o = MailSender(SmtpConfig(host="127.0.0.1", port=free_port(), timeout_s=1)).send(item, T0)
+    assert o.kind is OutcomeKind.REJECTED and o.reason.startswith("cannot build the mail: ")
+
+
 def test_mail_arrives_with_iodef_attached_and_readable_summary(tmp_path: Path) -> None:
     with smtp_server() as (box, port), Outbox(tmp_path / "o.sqlite") as ob:
         sender = MailSender(SmtpConfig(host="127.0.0.1", port=port, mail_from="telescope@example.net",
