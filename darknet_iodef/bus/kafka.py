@@ -245,9 +245,13 @@ class KafkaBusProducer:
             return
         timeout = self._bus.settings.flush_timeout_s if timeout is None else timeout
         unknown_topics: set[str] = set()
-        for item in self._pending:
-            if item.future is None:
-                self._hand_over(item)  # raises TransientError: everything stays queued
+        try:
+            for item in self._pending:
+                if item.future is None:
+                    self._hand_over(item)
+        except TransientError:
+            self._stalled = True  # everything stays queued; sends queue without trying until then
+            raise
         self._stalled = False
         try:
             self._producer().flush(timeout=timeout)
