@@ -47,7 +47,7 @@ from darknet_iodef.bus.settings import BusSettings
 from darknet_iodef.errors import InputError, TransientError
 from darknet_iodef.metrics import StageMetrics, stage_metrics
 
-__all__ = ["Backoff", "Output", "RunStats", "Runner", "Stage", "Stopped", "runner_for"]
+__all__ = ["Backoff", "Output", "Publisher", "RunStats", "Runner", "Stage", "Stopped", "runner_for"]
 
 log = logging.getLogger(__name__)
 
@@ -358,6 +358,64 @@ class Runner:
             return
         for (topic, partition), n in lag.items():
             self.metrics.consumer_lag.labels(topic, str(partition)).set(n)
+
+
+class Publisher:
+    """The same policy for a stage that only produces (the sensor): publish, and wait out outages.
+
+    :meth:`publish` queues the outputs and flushes until the broker holds them,
+    backing off between attempts exactly as the runner does. While the broker is
+    away the caller is held here -- a live sensor's capture ring then fills and
+    the kernel counts the drops -- and nothing already queued is lost. A stop
+    request while waiting raises :class:`Stopped`; the records stay queued in
+    the producer (a final ``flush`` may still deliver them).
+    """
+
+    def __init__(
+        self,
+        producer: Producer,
+        *,
+        name: str,
+        metrics: StageMetrics | None = None,
+        backoff: Backoff | None = None,
+        stop: threading.Event | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.producer = producer
+        self.name = name
+        self.metrics = metrics
+        self.backoff = backoff or Backoff()
+        self.stop = stop or threading.Event()
+        self._sleep = sleep
+        self.published = 0
+        self.retries = 0
+
+    def publish(self, outputs: Iterable[Output]) -> None:
+        for out in outputs:
+            self.producer.send(out.topic, out.key, out.value, out.partition)
+            self.published += 1
+            if self.metrics:
+                self.metrics.produced_messages.labels(out.topic).inc()
+        while True:
+            try:
+                self.producer.flush()
+                self.backoff.reset()
+                return
+            except TransientError as exc:
+                if self.stop.is_set():
+                    raise Stopped("flush") from None
+                delay = self.backoff.next()
+                self.retries += 1
+                if self.metrics:
+                    self.metrics.retries.labels("flush").inc()
+                loud = self.backoff.attempt <= 1 or self.backoff.attempt % 10 == 0
+                log.log(logging.WARNING if loud else logging.DEBUG,
+                        "%s: flush failed (%s), %d records kept; retry %d in %.1f s", self.name, exc,
+                        self.producer.pending(), self.backoff.attempt, delay)
+                if self._sleep is not None:
+                    self._sleep(delay)
+                elif self.stop.wait(delay):
+                    raise Stopped("flush") from None
 
 
 def runner_for(

@@ -12,7 +12,7 @@ from darknet_iodef.bus import MemoryBus, Message, TopicPartition
 from darknet_iodef.bus.deadletter import decode_dead_letter
 from darknet_iodef.errors import RecordError, TransientError
 from darknet_iodef.metrics import StageMetrics
-from darknet_iodef.runner import Backoff, Output, Runner, Stage
+from darknet_iodef.runner import Backoff, Output, Publisher, Runner, Stage, Stopped
 
 IN, OUT, DEAD, GROUP = "in", "out", "dead", "group"
 
@@ -282,3 +282,33 @@ def test_partitions_that_move_away_are_revoked_from_the_stage() -> None:
     assert revoked_parts == [frozenset({(IN, 1)})]
     assert other.assignment() == {(IN, 1)}
     other.close()
+
+
+def test_publisher_waits_out_an_outage_and_keeps_everything() -> None:
+    bus = MemoryBus({OUT: 2})
+    bus.available = False
+    delays: list[float] = []
+
+    def sleep(d: float) -> None:
+        delays.append(d)
+        if len(delays) == 4:
+            bus.available = True
+
+    publisher = Publisher(bus.producer(), name="sensor", backoff=Backoff(0.1, 1.0, jitter=0.0), sleep=sleep)
+    publisher.publish([Output(OUT, b"a", b"1"), Output(OUT, None, b"2", partition=1)])
+    assert delays == [0.1, 0.2, 0.4, 0.8]
+    assert [(m.partition, m.value) for m in bus.messages(OUT)] == [(0, b"1"), (1, b"2")]
+    assert (publisher.published, publisher.retries) == (2, 4)
+    publisher.publish([Output(OUT, b"a", b"3")])
+    assert delays == [0.1, 0.2, 0.4, 0.8]  # no retry needed: the backoff was reset
+    assert values(bus) == [b"1", b"3", b"2"]
+
+
+def test_publisher_stops_when_asked_while_waiting() -> None:
+    bus = MemoryBus({OUT: 1})
+    bus.available = False
+    publisher = Publisher(bus.producer(), name="sensor", backoff=Backoff(0.01, 0.01))
+    publisher.stop.set()
+    with pytest.raises(Stopped):
+        publisher.publish([Output(OUT, b"a", b"1")])
+    assert publisher.producer.pending() == 1  # kept, not dropped
