@@ -151,3 +151,32 @@ def test_missing_events_file_exits_1(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["report", "--in", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "o")]) == 1
     assert capsys.readouterr().err == f"darknet-iodef: {tmp_path / 'none.jsonl'}: cannot read: " \
                                       "No such file or directory\n"
+
+
+@pytest.mark.shared
+def test_real_aggregator_events_make_valid_reports(shared_pcaps: Path, tmp_path: Path, schemas: Schemas,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The contract with the aggregator, end to end: captures -> flows -> events -> documents."""
+    # the captures' scanners sit in RFC 1918 space: tell the aggregator they are ours, not spoofed
+    internal = "internal_sources=192.168.0.0/16,10.0.0.0/8,172.16.0.0/12"
+    cases = [("scan_zmap_tcp80_10k_internet.pcap", "0.0.0.0/1", "zmap"),
+             ("scan_masscan_tcp1-600_internet_host.pcap", "123.56.104.218/32", "masscan")]
+    for pcap, dark, tool in cases:
+        work = tmp_path / tool
+        work.mkdir()
+        assert main(["sensor", "--pcap", str(shared_pcaps / pcap), "--darknet", dark,
+                     "--out", str(work / "flows.bin")]) == 0
+        assert main(["aggregate", "--in", str(work / "flows.bin"), "--darknet", dark,
+                     "--out", str(work / "events.jsonl"), "--set", internal]) == 0
+        assert main(["report", "--in", str(work / "events.jsonl"), "--out", str(work / "out"),
+                     "--darknet", dark, "--redact"]) == 0
+        summary = capsys.readouterr().out.splitlines()[-1]
+        assert summary.startswith("report: 1 events read, 0 invalid; 1 documents")
+        (xml,) = [p for p in (work / "out").rglob("*.xml")]
+        doc = etree.parse(str(xml)).getroot()
+        assert schemas.errors(schemas.iodef, doc) == []
+        assert schemas.errors(schemas.milewg, doc) == []
+        (js,) = [p for p in (work / "out").rglob("*.json")]
+        assert schemas.json_errors(json.loads(js.read_text())) == []
+        method = doc.findtext(".//{*}Method/{*}Description")
+        assert method.startswith(f"Scanning tool {tool}, identified from packet fingerprints: ")
