@@ -333,3 +333,19 @@ def test_sample_capture_against_the_generator_labels(repo_root: Path, tmp_path: 
                 assert int(s["ip_id"]) == (dst ^ int(s["dst_port"]) ^ int(s["tcp_seq"])) & 0xFFFF, e["id"]
             if e["tool"] == "mirai":
                 assert int(s["tcp_seq"]) == dst, e["id"]
+
+
+def test_jsonl_to_stdout_keeps_the_summary_on_stderr(repo_root: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    capture = repo_root / "pcaps" / "sample-darknet.pcap"
+    rc, out = sensor(tmp_path, "--pcap", str(capture), "--darknet", "198.18.0.0/16,2001:2::/48",
+                     "--jsonl", "-", "--samples-per-source", "0")
+    assert rc == 0
+    captured = capsys.readouterr()
+    lines = [json.loads(x) for x in captured.out.splitlines()]
+    batches = read_flows(out)
+    assert [x["interval_start_ns"] for x in lines if x["record"] == "interval"] == [
+        b.interval_start_ns for b in batches]
+    assert sum(x["record"] == "flow" for x in lines) == sum(len(b.flows) for b in batches)
+    assert not any(x["record"] == "sample" for x in lines)
+    assert captured.err.startswith("sensor: 1 capture(s), 40,000 packets, ")
