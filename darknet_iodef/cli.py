@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "aggregator.cli",
     "reporter.cli",
     "darknet_iodef.pipeline_cli",
+    "darknet_iodef.pipeline.cli",
 )
 
 DESCRIPTION = """\

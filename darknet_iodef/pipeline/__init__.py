@@ -1,0 +1,1 @@
+"""The pipeline: sensor, aggregator and reporter stages wired over a bus (in memory or Kafka)."""
