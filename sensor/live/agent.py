@@ -109,6 +109,8 @@ def open_capture(interface: str, live: LiveSettings) -> tuple[Capture, str]:
                 snaplen=live.snaplen,
                 promiscuous=live.promiscuous,
                 ignore_outgoing=live.ignore_outgoing,
+                fanout_group=live.fanout_group,
+                fanout_mode=live.fanout_mode,
             )
             return ring, "ring"
         except RingUnavailable as exc:

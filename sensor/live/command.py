@@ -49,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ring-blocks", dest="block_count", metavar="N", help="blocks in the ring (default 64)")
     g.add_argument("--block-timeout", dest="block_timeout_ms", metavar="MS",
                    help="ms before the kernel hands over a partly filled block (default 100)")
+    g.add_argument("--fanout-group", metavar="ID",
+                   help="share the interface with other sensors of this PACKET_FANOUT group (1-65535)")
     g.add_argument("--archive", dest="archive_dir", metavar="DIR",
                    help="also keep the captured frames as rotating pcap files in DIR (evidence)")
     g.add_argument("--archive-rotate-bytes", metavar="BYTES", help="new archive file past this size")
@@ -61,7 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _live_settings(args: argparse.Namespace) -> LiveSettings:
     names = ("method", "block_size", "block_count", "block_timeout_ms", "bpf", "snaplen", "archive_dir",
-             "archive_rotate_bytes", "archive_rotate_seconds", "archive_keep")
+             "archive_rotate_bytes", "archive_rotate_seconds", "archive_keep", "fanout_group")
     overrides = {n: getattr(args, n, None) for n in names}
     table = getattr(args, "config_table", None) or {}
     return load(LiveSettings, SECTION, table.get(SECTION), os.environ, overrides)

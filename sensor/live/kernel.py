@@ -69,10 +69,12 @@ __all__ = [
     "ARPHRD_LOOPBACK",
     "BLOCK_DESC",
     "ETH_P_ALL",
+    "FANOUT_MODES",
     "LINKTYPE_ETHERNET",
     "LINKTYPE_RAW",
     "MREQ",
     "PACKET_ADD_MEMBERSHIP",
+    "PACKET_FANOUT",
     "PACKET_IGNORE_OUTGOING",
     "PACKET_MR_PROMISC",
     "PACKET_RX_RING",
@@ -105,9 +107,12 @@ PACKET_ADD_MEMBERSHIP = 1
 PACKET_RX_RING = 5
 PACKET_STATISTICS = 6
 PACKET_VERSION = 10
+PACKET_FANOUT = 18  # arg: group id | (mode | flags) << 16
 PACKET_IGNORE_OUTGOING = 23  # Linux 4.20+
 PACKET_MR_PROMISC = 1
 TPACKET_V3 = 2
+#: PACKET_FANOUT modes: how the kernel spreads packets over the sockets of a group
+FANOUT_MODES = {"hash": 0, "lb": 1, "cpu": 2}
 
 # block_status / tp_status bits
 TP_STATUS_KERNEL = 0

@@ -92,6 +92,8 @@ class PacketRing:
         snaplen: int = 0,
         promiscuous: bool = True,
         ignore_outgoing: bool = True,
+        fanout_group: int = 0,
+        fanout_mode: str = "hash",
     ) -> None:
         if block_size <= 0 or block_size % _PAGE:
             raise ConfigError("[live] block_size",
@@ -119,6 +121,8 @@ class PacketRing:
             self._from_net = not link_header
             program = compile_filter(bpf, self.linktype, snaplen) if bpf or snaplen > 0 else None
             self._setup(ifindex, block_timeout_ms, program, promiscuous, ignore_outgoing)
+            if fanout_group:
+                self._join_fanout(fanout_group, fanout_mode)
         except BaseException:
             self._sock.close()
             raise
@@ -165,6 +169,27 @@ class PacketRing:
             s.setsockopt(k.SOL_PACKET, k.PACKET_ADD_MEMBERSHIP,
                          k.MREQ.pack(ifindex, k.PACKET_MR_PROMISC, 0, b""))
         self.stats()  # zero the kernel counters: count from here
+
+    def _join_fanout(self, group: int, mode: str) -> None:
+        """Share the interface's packets with the other sockets of ``group`` (PACKET_FANOUT).
+
+        Several sensor processes with the same group each get a part: "hash"
+        keeps a flow on one socket, "lb" goes round robin, "cpu" by receiving
+        CPU. No PACKET_FANOUT_FLAG_DEFRAG: the kernel would then deliver
+        reassembled datagrams instead of the fragments, which the sensor
+        must see as they arrived (fragment offsets feed the spoofing rules);
+        a later fragment, which has no ports, may so reach another sensor
+        than its first -- the sensor never reassembles anyway.
+        """
+        if not 0 < group < 1 << 16 or mode not in k.FANOUT_MODES:
+            raise ConfigError("[live] fanout_group/fanout_mode", f"{group}/{mode!r} is not a group id "
+                              f"1..65535 and one of {', '.join(k.FANOUT_MODES)}")
+        try:
+            arg = struct.pack("=I", group | (k.FANOUT_MODES[mode] << 16))
+            self._sock.setsockopt(k.SOL_PACKET, k.PACKET_FANOUT, arg)
+        except OSError as exc:
+            raise ConfigError("[live] fanout_group", f"cannot join fanout group {group}: {exc.strerror} "
+                              "(the group's other members must use the same mode)") from None
 
     def fileno(self) -> int:
         return self._sock.fileno()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from darknet_iodef.errors import ConfigError
 from darknet_iodef.settings import setting
+from sensor.live.kernel import FANOUT_MODES
 
 __all__ = ["METHODS", "LiveSettings"]
 
@@ -43,6 +44,10 @@ class LiveSettings:
     archive_rotate_seconds: float = setting(3600.0, "start a new archive file after this much event "
                                                      "time (0: never)")
     archive_keep: int = setting(0, "closed archive files to keep (0: all)")
+    fanout_group: int = setting(0, "share the interface with the other sensors of this PACKET_FANOUT "
+                                   "group id (1-65535; 0: alone)")
+    fanout_mode: str = setting("hash", "how a fanout group shares packets: hash (a flow stays on one "
+                                       "sensor), lb (round robin) or cpu")
     stats_interval_s: float = setting(10.0, "how often the kernel drop counters are read (wall clock)")
 
     def __post_init__(self) -> None:
@@ -55,5 +60,10 @@ class LiveSettings:
             raise ConfigError("[live] block_count", "the ring needs at least 2 blocks")
         if self.snaplen < 0 or self.archive_rotate_bytes < 0 or self.archive_rotate_seconds < 0:
             raise ConfigError("[live] snaplen/archive_rotate_*", "must not be negative")
+        if not 0 <= self.fanout_group < 1 << 16:
+            raise ConfigError("[live] fanout_group", f"{self.fanout_group} is not between 0 and 65535")
+        if self.fanout_mode not in FANOUT_MODES:
+            raise ConfigError("[live] fanout_mode", f"{self.fanout_mode!r} is not one of "
+                              f"{', '.join(FANOUT_MODES)}")
         if self.stats_interval_s <= 0:
             raise ConfigError("[live] stats_interval_s", "must be positive")

@@ -305,3 +305,26 @@ def test_a_quiet_link_still_closes_its_interval(capture: tuple[Path, dict[str, i
     assert sum(b.stats["packets"] for b in before_stop) == sum(kinds.values())
     assert len(batches) == len(before_stop)  # nothing was left for the final flush
     assert _flow_totals(before_stop) == _flow_totals(_from_file(path))
+
+
+def test_a_fanout_group_shares_the_packets(capture: tuple[Path, dict[str, int]], veth: VethPair) -> None:
+    """Two rings in one PACKET_FANOUT hash group: each frame reaches exactly one of them."""
+    path, kinds = capture
+    with enter_netns(veth.cap_ns):
+        rings = [PacketRing(veth.cap_if, 1 << 16, 64, 10, fanout_group=77) for _ in range(2)]
+    try:
+        subprocess.run(veth.send_cmd(*_replay(path, veth)), check=True, capture_output=True, timeout=60)
+        time.sleep(0.1)
+        got = []
+        for ring in rings:
+            n = 0
+            while ring.wait(0.05):
+                n += len(ring.take(64))
+                ring.release()
+            got.append(n)
+        stats = [ring.stats() for ring in rings]
+    finally:
+        for ring in rings:
+            ring.close()
+    assert sum(got) == sum(kinds.values()) and min(got) > 0
+    assert [s.packets for s in stats] == got and all(s.drops == 0 for s in stats)
