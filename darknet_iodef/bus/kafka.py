@@ -31,6 +31,7 @@ component waiting for a broker does not spin.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -70,6 +71,9 @@ class KafkaBus:
         self._declared = settings.topic_partitions()
         self._partitions: dict[str, int] = {}
         self._admin: Any = None
+        # the admin client is not thread-safe; a producer and a consumer of this bus may
+        # ensure topics from different threads
+        self._admin_lock = threading.RLock()
         #: admin connections opened (a test checks that waiting for a broker does not spin)
         self.connect_attempts = 0
 
@@ -107,6 +111,10 @@ class KafkaBus:
                 log.debug("closing the Kafka admin client failed", exc_info=True)
 
     def ensure_topics(self, names: Sequence[str], partitions: int | None = None) -> None:
+        with self._admin_lock:
+            self._ensure_topics(names, partitions)
+
+    def _ensure_topics(self, names: Sequence[str], partitions: int | None) -> None:
         from kafka.errors import KafkaError
 
         try:
@@ -158,7 +166,8 @@ class KafkaBus:
         return KafkaBusConsumer(self, group, topics)
 
     def close(self) -> None:
-        self._drop_admin()
+        with self._admin_lock:
+            self._drop_admin()
 
 
 @dataclass(slots=True)

@@ -24,8 +24,7 @@ import pytest
 
 from darknet_iodef.bus import Message
 from darknet_iodef.bus.kafka import KafkaBus
-from darknet_iodef.errors import TransientError
-from darknet_iodef.runner import Backoff, Output, Runner, Stage
+from darknet_iodef.runner import Backoff, Output, Publisher, Runner, Stage
 from tests.bus.conftest import kafka_settings
 from tests.bus.tansu import TansuBroker
 
@@ -46,7 +45,7 @@ class Upper(Stage):
 
 
 class Sender(threading.Thread):
-    """Sends ``TOTAL`` records, flushing each; on a transient error keeps it and backs off."""
+    """Sends ``TOTAL`` records through a :class:`Publisher` (flush each, back off on failure)."""
 
     def __init__(self, bus: KafkaBus, topic: str) -> None:
         super().__init__(daemon=True)
@@ -54,29 +53,21 @@ class Sender(threading.Thread):
         self.go = threading.Event()
         self.go.set()
         self.sent = 0
-        self.flush_attempts = 0
-        self.failed_flushes = 0
+        self.publisher = Publisher(bus.producer(), name="sender", backoff=Backoff(0.2, 2.0))
         self.error: BaseException | None = None
+
+    @property
+    def flush_attempts(self) -> int:
+        return self.sent + self.publisher.retries
 
     def run(self) -> None:
         try:
-            producer = self.bus.producer()
-            backoff = Backoff(0.2, 2.0)
             for i in range(TOTAL):
                 self.go.wait()
-                producer.send(self.topic, b"src-%d" % (i % 7), b"rec-%03d" % i)
-                while True:
-                    self.flush_attempts += 1
-                    try:
-                        producer.flush()
-                        backoff.reset()
-                        break
-                    except TransientError:
-                        self.failed_flushes += 1
-                        time.sleep(backoff.next())
+                self.publisher.publish([Output(self.topic, b"src-%d" % (i % 7), b"rec-%03d" % i)])
                 self.sent = i + 1
                 time.sleep(0.25)
-            producer.close()
+            self.publisher.producer.close()
         except BaseException as exc:  # reported by the test thread
             self.error = exc
 
@@ -144,7 +135,7 @@ def test_pipeline_survives_a_broker_outage(tansu_binary: Path, tmp_path: Path) -
     # named in Metadata requests even with allow_auto_topic_creation=False; Kafka does not)
     assert recreated == {topic_in: True, topic_out: True}
     assert broker.starts == 2
-    assert stage_thread.is_alive() is False and sender.failed_flushes >= 1
+    assert stage_thread.is_alive() is False and sender.publisher.retries >= 1
     # The sender's first record of the outage could not be handed over; it stays in the producer:
     assert sent_during < TOTAL
     # No busy spin while the broker was away: every poll waits its 0.5 s timeout (or a
