@@ -41,7 +41,13 @@ DARK_BASE = (198 << 24) | (18 << 16)
 
 
 def rss_mb() -> float:
+    """Peak resident set size so far."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def rss_now_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 def make_batch(k: int, per_minute: int, scanners: int, rng: np.random.Generator) -> FlowBatch:
@@ -145,7 +151,8 @@ def main() -> int:
         if (k + 1) % 10 == 0:
             print(
                 f"  minute {k + 1:3d}: {agg.scan.src.size:>10,} sources tracked, "
-                f"{records / cpu:>12,.0f} records/CPU-s so far, peak RSS {rss_mb():,.0f} MB",
+                f"{records / cpu:>12,.0f} records/CPU-s so far, RSS {rss_now_mb():,.0f} MB "
+                f"(peak {rss_mb():,.0f} MB)",
                 flush=True,
             )
     t, tc = time.perf_counter(), time.process_time()
