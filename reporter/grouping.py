@@ -357,7 +357,7 @@ def group_events(
         else:
             candidates.append(e)
     if not candidates:
-        return [], withheld
+        return [], _newest_revisions(withheld)
     addrs = np.frombuffer(b"".join(parse_addr16(e.ip or "") for e in candidates), dtype=ADDR_DTYPE)
     own = settings.dark_prefixes().contains_addr16(addrs)
     if contacts is not None:
@@ -404,7 +404,24 @@ def group_events(
         )
         groups.append(ReportGroup(recipients[rid], kind, period, period + step,
                                   incident_id(rid, period, kind), sources))
-    return groups, withheld
+    return groups, _newest_revisions(withheld)
+
+
+def _newest_revisions(withheld: list[Withheld]) -> list[Withheld]:
+    """One line per (reason, event id): its newest revision, in order of first appearance."""
+    keep: dict[tuple[str, Any], Withheld] = {}
+    for w in withheld:
+        key = (w.reason, w.event.get("extra.event_id"))
+        old = keep.get(key)
+        if old is None or _revision(w) >= _revision(old):
+            keep[key] = w
+    return list(keep.values())
+
+
+def _revision(w: Withheld) -> tuple[int, str]:
+    rev = w.event.get("extra.revision")
+    number = rev if isinstance(rev, int) and not isinstance(rev, bool) else 0
+    return number, str(w.event.get("time.observation"))
 
 
 def _ip_key(ip: str) -> tuple[int, int]:

@@ -47,6 +47,14 @@ def test_groups_per_recipient_and_kind(settings: ReporterSettings, contacts: Con
     assert isp_scan.sources[0].events[1].revision == 1  # the newest revision in the period wins
 
 
+def test_withheld_events_are_listed_once_with_their_newest_revision(settings: ReporterSettings) -> None:
+    known = [scan_event("k", "192.0.2.99", **{"extra.known_scanner": "censys", "extra.revision": r,
+                                               "extra.packets": 100 * r}) for r in (2, 1, 3)]
+    _, withheld = group_events(parsed(known), None, settings)
+    assert [(w.reason, w.event["extra.revision"], w.event["extra.packets"]) for w in withheld] == [
+        ("known-scanner", 3, 300)]
+
+
 def test_known_scanners_and_spoofed_sources_are_never_reported(settings: ReporterSettings,
                                                                contacts: ContactTable) -> None:
     groups, _ = group_events(parsed(EVENTS), contacts, settings)
