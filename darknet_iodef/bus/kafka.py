@@ -40,7 +40,7 @@ from typing import Any
 from darknet_iodef.bus.base import Message, TopicPartition, next_offsets
 from darknet_iodef.bus.partitioner import partition_for
 from darknet_iodef.bus.settings import BusSettings
-from darknet_iodef.errors import TransientError
+from darknet_iodef.errors import ConfigError, TransientError
 
 __all__ = ["KafkaBus", "KafkaBusConsumer", "KafkaBusProducer"]
 
@@ -48,6 +48,13 @@ log = logging.getLogger(__name__)
 
 #: Kafka error code for "topic already exists" (a concurrent creator won the race)
 _TOPIC_ALREADY_EXISTS = 36
+#: CreateTopics errors that retrying cannot fix: the configuration must change
+_CONFIG_ERRORS = {
+    29: ("[bus] kafka", "the broker does not authorise this client to create topic {name}"),
+    37: ("[bus] {count_setting}", "the broker refuses {partitions} partitions for topic {name}: {message}"),
+    38: ("[bus] replication_factor", "the broker refuses replication factor {replication} for topic "
+         "{name}: {message}"),
+}
 
 
 def _supported(cls: Any, config: dict[str, Any]) -> dict[str, Any]:
@@ -132,6 +139,17 @@ class KafkaBus:
                 result = admin.create_topics(spec, raise_errors=False)
                 for topic in result.get("topics", ()):
                     code = topic.get("error_code", 0)
+                    if code in _CONFIG_ERRORS:
+                        setting, reason = _CONFIG_ERRORS[code]
+                        name = str(topic.get("name"))
+                        counts = {self.settings.flows_topic: "flows_partitions",
+                                  self.settings.events_topic: "events_partitions"}
+                        count_setting = counts.get(name, "partitions")
+                        fill = {"name": name, "partitions": spec.get(name, {}).get("num_partitions"),
+                                "count_setting": count_setting,
+                                "replication": self.settings.replication_factor,
+                                "message": topic.get("error_message") or f"error {code}"}
+                        raise ConfigError(setting.format(**fill), reason.format(**fill))
                     if code not in (0, _TOPIC_ALREADY_EXISTS):
                         raise TransientError(
                             f"Kafka refused to create topic {topic.get('name')}: error {code} "
