@@ -47,7 +47,7 @@ from darknet_iodef.flowtuple import FLOW_DTYPE, SAMPLE_DTYPE, SLOTS, FlowBatch
 from sensor.fields import LAYER_IP, PACKET_DTYPE, Status
 from sensor.flows_fold import Folded, fold, merge, take_rows, to_flows
 from sensor.flows_rows import flow_rows, sample_rows
-from sensor.flows_samples import Candidates, first_per_source
+from sensor.flows_samples import Candidates, in_sorted, select_first, sorted_union
 from sensor.settings import SensorSettings
 
 __all__ = ["STAT_NAMES", "FlowBuilder", "count_distinct_addresses"]
@@ -80,6 +80,8 @@ STAT_NAMES: tuple[str, ...] = (
 
 #: merge partial sums once the pending rows exceed this (and the merged part)
 _COMPACT_MIN_ROWS = 1 << 18
+#: the first 8-byte word of src_ip in a flow row (IPv4-mapped: zero)
+_SRC_WORD_HI = FLOW_DTYPE.fields["src_ip"][1] // 8  # type: ignore[index]
 _NO_WATERMARK = int(np.iinfo(np.int64).min)
 _INT64_MAX = int(np.iinfo(np.int64).max)
 #: timestamps below this (garbage, far before 1970) are raised to it, so that
@@ -115,6 +117,10 @@ class _Interval:
     candidates: list[Candidates] = field(default_factory=list)
     candidate_rows: int = 0
     kept_candidates: int = 0
+    #: IPv4 sources that already hold K samples here (low address words, sorted)
+    full_sources: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
+    #: the latest timestamp of a dark packet of this interval so far
+    last_dark_ns: int = _NO_WATERMARK
     cat: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(_NCAT, np.int64))
 
 
@@ -283,8 +289,24 @@ class FlowBuilder:
             iv.merged_rows = len(merged)
             iv.pending_rows = 0
         if self._k:
+            # A source that already holds K samples cannot gain one from packets
+            # timed after every packet so far (the usual, in-order case): skip
+            # those packets before sorting (a scanner sends thousands a minute).
+            rows: npt.NDArray[np.intp] | None = None
+            words = keys.view("<u8").reshape(keys.shape[0], -1)
+            if (iv.full_sources.shape[0] and int(ts.min()) >= iv.last_dark_ns
+                    and not words[:, _SRC_WORD_HI].any()):
+                skip = in_sorted(words[:, _SRC_WORD_HI + 1], iv.full_sources)
+                if skip.any():
+                    rows = np.flatnonzero(~skip)
+            if rows is None:
+                keep, full = select_first(keys["src_ip"], ts, seq, self._k, ordered=False)
+            else:
+                keep, full = select_first(keys["src_ip"][rows], ts[rows], seq[rows], self._k, ordered=False)
+                keep = rows[keep]
+            if full is not None and full.shape[0]:
+                iv.full_sources = sorted_union(iv.full_sources, full)
             # candidates stay in arrival order until the interval closes
-            keep = first_per_source(keys["src_ip"], ts, seq, self._k, ordered=False)
             if keep.shape[0] == pk.shape[0]:
                 cand = Candidates(sample_rows(pk, keys["src_ip"], ts), seq)
             else:
@@ -295,6 +317,8 @@ class FlowBuilder:
                 kept = Candidates.concat(iv.candidates).select(self._k, ordered=False)
                 iv.candidates = [kept]
                 iv.kept_candidates = iv.candidate_rows = len(kept)
+
+        iv.last_dark_ns = max(iv.last_dark_ns, int(ts.max()))
 
     def _close_until(self, watermark: int | None) -> list[FlowBatch]:
         """Emit (in time order) the open intervals that end, plus slack, at or before ``watermark``."""

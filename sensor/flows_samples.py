@@ -20,7 +20,7 @@ import numpy.typing as npt
 from darknet_iodef.flowtuple import SAMPLE_DTYPE
 from sensor.flows_fold import concat_rows, take_rows
 
-__all__ = ["Candidates", "first_per_source"]
+__all__ = ["Candidates", "first_per_source", "in_sorted", "select_first", "sorted_union"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +61,17 @@ def first_per_source(
     k: int,
     ordered: bool = True,
 ) -> npt.NDArray[np.intp]:
+    """Indices of the first ``k`` rows of each source in (ts, seq) order (see select_first)."""
+    return select_first(src_ip, ts_ns, seq, k, ordered)[0]
+
+
+def select_first(
+    src_ip: npt.NDArray[np.void],
+    ts_ns: npt.NDArray[np.int64],
+    seq: npt.NDArray[np.int64],
+    k: int,
+    ordered: bool = True,
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.uint64] | None]:
     """Indices of the first ``k`` rows of each source in (ts, seq) order.
 
     The indices come sorted by (source, ts, seq) when ``ordered``, else in
@@ -70,10 +81,16 @@ def first_per_source(
     -- a batch in time order, or candidates concatenated push after push --
     and numpy's stable sort (timsort) is fast on such concatenated sorted
     runs; otherwise (reordered packets) a full sort on (source, ts, seq).
+
+    Also returns, when every source is an IPv4-mapped address (the 8 high
+    bytes zero), the sorted low words (bytes 8-15 read as little-endian
+    uint64) of the sources that have at least ``k`` rows here: the caller can
+    skip later, later-timed packets of those sources without sorting them.
+    Otherwise None.
     """
     n = seq.shape[0]
     if n == 0 or k == 0:
-        return np.zeros(0, dtype=np.intp)
+        return np.zeros(0, dtype=np.intp), None
     be = np.ascontiguousarray(src_ip).view(">u8").reshape(-1, 2)
     src_lo = be[:, 1].astype(np.uint64)
     src_hi = be[:, 0]
@@ -100,10 +117,34 @@ def first_per_source(
         order = np.lexsort(keys)
         new = runs(order)
     starts = np.flatnonzero(new)
+    full: npt.NDArray[np.uint64] | None = None
+    if one_word and src_hi[0] == 0:
+        sizes = np.diff(np.append(starts, n))
+        heads = order[starts[sizes >= k]]
+        full = np.sort(np.ascontiguousarray(src_ip[heads]).view("<u8").reshape(-1, 2)[:, 1])
     if starts.shape[0] == n:  # every row its own source: all kept
-        return order if ordered else np.arange(n)
+        return (order if ordered else np.arange(n)), full
     rank = np.arange(n) - starts[np.cumsum(new) - 1]
     keep = order[rank < k]
     if ordered:
-        return keep
-    return np.arange(n) if keep.shape[0] == n else np.sort(keep)
+        return keep, full
+    return (np.arange(n) if keep.shape[0] == n else np.sort(keep)), full
+
+
+def in_sorted(values: npt.NDArray[np.uint64], sorted_set: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+    """Membership of ``values`` in a sorted array (one binary search each)."""
+    if sorted_set.shape[0] == 0:
+        return np.zeros(values.shape[0], dtype=bool)
+    idx = np.minimum(np.searchsorted(sorted_set, values), sorted_set.shape[0] - 1)
+    return sorted_set[idx] == values
+
+
+def sorted_union(a: npt.NDArray[np.uint64], b: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """Sorted distinct values of two arrays (a sort, not np.unique: see flows.count_distinct_addresses)."""
+    both = np.sort(np.concatenate([a, b]))
+    if both.shape[0] < 2:
+        return both
+    keep = np.empty(both.shape[0], dtype=bool)
+    keep[0] = True
+    np.not_equal(both[1:], both[:-1], out=keep[1:])
+    return both[keep]

@@ -71,7 +71,8 @@ def packets(*rows: dict[str, Any]) -> npt.NDArray[np.void]:
     return out
 
 
-def synthetic(n: int, seed: int, span_s: int = 200, jitter_s: float = 0.0) -> npt.NDArray[np.void]:
+def synthetic(n: int, seed: int, span_s: int = 200, jitter_s: float = 0.0,
+              v6_share: float = 0.2) -> npt.NDArray[np.void]:
     """n packets over span_s seconds: few sources and keys so that flows repeat, some IPv6,
     some outside the darknet, some malformed; timestamps sorted, then jittered."""
     rng = np.random.default_rng(seed)
@@ -81,7 +82,7 @@ def synthetic(n: int, seed: int, span_s: int = 200, jitter_s: float = 0.0) -> np
         ts = ts - rng.integers(0, int(jitter_s * S), n)
     pk["ts_ns"] = ts
     pk["layers"] = LAYER_IP | LAYER_TRANSPORT
-    v6 = rng.random(n) < 0.2
+    v6 = rng.random(n) < v6_share
     pk["ip_version"] = np.where(v6, 6, 4)
     pk["src_ip4"] = 0xC0000200 + rng.integers(0, 5, n)
     pk["dst_ip4"] = 0xC6120000 + rng.integers(0, 300, n)  # 198.18.0.0 .. 198.18.1.43

@@ -136,3 +136,26 @@ def test_sources_counted_the_same_with_and_without_samples() -> None:
         b = FlowBuilder(DARK, SensorSettings(samples_per_source=k), "split")
         counts.append([x.stats["sources"] for x in b.push(pk) + b.flush()])
     assert counts[0] == counts[1] == [8, 8, 8, 8]
+
+
+@pytest.mark.parametrize("jitter_s", [0.0, 2.0])
+def test_skipping_full_sources_changes_nothing(jitter_s: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IPv4 only, many small pushes: sources that already hold K samples are skipped
+    before sorting (when in order); the bytes equal one push of everything."""
+    pk = synthetic(6000, seed=12, jitter_s=jitter_s, v6_share=0.0)
+    skipped = []
+    real = flows_mod.in_sorted
+
+    def counting(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+        out = real(values, sorted_set)
+        skipped.append(int(out.sum()))
+        return out
+
+    monkeypatch.setattr(flows_mod, "in_sorted", counting)
+    cuts = list(range(0, 6000, 150))
+    for k in (1, 4):
+        assert run(pk, cuts, samples_per_source=k, reorder_slack=3.0) == run(
+            pk, [], samples_per_source=k, reorder_slack=3.0)
+    # in order the skip happens; reordered pushes must not skip (a later push
+    # may hold an earlier packet)
+    assert (sum(skipped) > 0) == (jitter_s == 0.0)
