@@ -71,6 +71,9 @@ _U32 = np.uint64(32)
 _NT = len(TOOLS)
 _UNI = TOOLS.index(UNICORNSCAN)
 SAMPLES_TESTED = 255
+# ``flags`` bits: Unicornscan reference set; packets this interval; packets since
+# the last revision (so the interval end looks only at rows that can emit)
+F_UNI_SET, F_TOUCHED, F_PENDING = 1, 2, 4
 STROBE_PORTS_PER_HOST = 1.5
 
 SOURCE_COLUMNS = {
@@ -93,10 +96,9 @@ SOURCE_COLUMNS = {
     "tool_n": Column("u1"),  # sampled probes tested (the first 255 decide)
     **{f"tool_m{j}": Column("u1") for j in range(_NT)},
     "uni_ref": Column("<u4"),
-    "uni_set": Column("u1"),
-    "revision": Column("<u4"),
+    "flags": Column("u1"),  # F_* bits below
+    "revision": Column("<u2"),  # saturates at 65535 (455 days of 10-minute revisions)
     "emit_s": Column("<u4"),  # event time of the last revision, whole seconds
-    "emit_packets": Column("<u4"),
 }
 PORT_COLUMNS = {"pid": Column("<u4"), "packets": Column("<u4"), "distinct": Column("<u4")}
 V6_COLUMNS = {"hi": Column("<u8"), "lo": Column("<u8")}
@@ -147,14 +149,14 @@ class ScanDetector:
         # source's first candidate probe ever seen (kept in uni_ref)
         val = unicorn_value(s)
         cand = is_syn(s)
-        has_ref = c["uni_set"][rows].astype(bool)
+        has_ref = (c["flags"][rows] & F_UNI_SET) != 0
         first_val = g.first(np.where(cand, val, 0).astype(np.uint32))
         first_cand = g.first(cand)
         ref = np.where(has_ref, c["uni_ref"][rows], first_val)
         match[:, _UNI] = cand & (val == ref[g.inv])
         newref = ~has_ref & first_cand
         c["uni_ref"][rows[newref]] = first_val[newref]
-        c["uni_set"][rows[newref]] = 1
+        c["flags"][rows[newref]] |= np.uint8(F_UNI_SET)
         # the first SAMPLES_TESTED probes decide: past that the counts freeze, so
         # "all of them match" stays exact in one byte per tool
         n_old = c["tool_n"][rows].astype(np.int64)
@@ -256,6 +258,7 @@ class ScanDetector:
         old_packets = c["packets"][rows].copy()
         old_distinct = c["distinct"][rows].copy()
         c["packets"][rows] = np.minimum(old_packets + gpk, 0xFFFF_FFFF).astype(np.uint32)
+        c["flags"][rows[gpk > 0]] |= np.uint8(F_TOUCHED | F_PENDING)
         c["spoof_packets"][rows] = np.minimum(c["spoof_packets"][rows] + spk, 0xFFFF_FFFF).astype(np.uint32)
         c["bytes"][rows] += g.sum(np.where(good, pk * f["ip_len"].astype(np.uint64), 0))
         c["reasons"][rows] |= np.bitwise_or.reduceat(reasons[g.order], g.starts).astype(np.uint16)
@@ -427,23 +430,29 @@ class ScanDetector:
         if size == 0:
             return []
         c = self.src.cols
-        changed = c["packets"][:size] != c["emit_packets"][:size]
+        flags = c["flags"][:size]
         expired = c["last_ns"][:size] < now_ns - self.th.scan_idle_ns
-        # only rows that grew, or reported rows that end, can emit: judge just those
-        # (full-table float temporaries would cost more than the table itself)
-        cand = np.flatnonzero(changed | (expired & (c["revision"][:size] > 0)))
+        reported = c["revision"][:size] > 0
+        # only rows that got packets this interval, or reported rows that grew or
+        # end, can emit: judge just those (full-table temporaries would cost more
+        # than the table itself); an unreported row that did not qualify when it
+        # last got packets cannot qualify later without new ones
+        cand = np.flatnonzero(
+            ((flags & F_TOUCHED) != 0) | (reported & (((flags & F_PENDING) != 0) | expired))
+        )
         ok = self.qualifies(cand)
         rev = c["revision"][cand]
-        ch = changed[cand]
+        ch = (flags[cand] & F_PENDING) != 0
         ex = expired[cand]
         since = now_ns // 1_000_000_000 - c["emit_s"][cand].astype(np.int64)
         due = ok & ch & ((rev == 0) | (since * 1_000_000_000 >= self.th.revision_interval_ns) | force)
-        final = ex & ok  # the closing revision says "ended"
+        final = ex & ok & (ch | (rev > 0))  # the closing revision says "ended"
         emit = cand[due | final]
         events = self._events(emit, now_ns, expired, ctx) if emit.size else []
-        c["revision"][emit] += 1
+        c["revision"][emit] = np.minimum(c["revision"][emit].astype(np.int64) + 1, 0xFFFF).astype(np.uint16)
         c["emit_s"][emit] = now_ns // 1_000_000_000
-        c["emit_packets"][emit] = c["packets"][emit]
+        c["flags"][emit] &= np.uint8(~F_PENDING & 0xFF)
+        flags &= np.uint8(~F_TOUCHED & 0xFF)
         keep = ~expired
         self.expired_total += int(expired.sum())
         over = int(keep.sum()) - self.th.max_sources
