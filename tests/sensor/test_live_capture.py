@@ -213,14 +213,41 @@ def test_libpcap_fallback_captures_the_same_flows(
     assert _samples(live) == _samples(from_file)
 
 
+def _caps_only(caps: str) -> list[str]:
+    """A command prefix that leaves the process only ``caps`` (e.g. ``+net_raw,+net_admin``)."""
+    return ["setpriv", "--no-new-privs", "--inh-caps=-all", f"--bounding-set=-all,{caps}", "--"]
+
+
+def _sensor_cmd(veth: VethPair, out: Path) -> list[str]:
+    return [sys.executable, "-m", "darknet_iodef.cli", "sensor", "--interface", veth.cap_if,
+            "--darknet", DARKNET, "--interval", "86400", "--name", "test", "--out", str(out),
+            "--ring-block-size", "65536", "--ring-blocks", "16", "--block-timeout", "50"]
+
+
+def test_without_cap_net_raw_the_sensor_says_what_it_needs(
+    veth: VethPair, tmp_path: Path, repo_root: Path
+) -> None:
+    cmd = ["ip", "netns", "exec", veth.cap_ns, *_caps_only("+net_admin"), *_sensor_cmd(veth, tmp_path / "x")]
+    res = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"darknet-iodef: setting interface: capturing on '{veth.cap_if}' needs CAP_NET_RAW "
+        "(see docs/live-capture.md)")
+
+
 def test_sensor_command_flushes_the_open_interval_on_sigterm(
     capture: tuple[Path, dict[str, int]], veth: VethPair, tmp_path: Path, repo_root: Path
 ) -> None:
+    """Also: the sensor needs no capability but CAP_NET_RAW (the systemd unit's only one).
+
+    It runs under ``setpriv`` with a bounding set of just that, so the process
+    (uid 0 here, a dedicated user in production) holds nothing else -- and
+    still puts the interface in promiscuous mode: a packet socket's
+    PACKET_MR_PROMISC membership needs no CAP_NET_ADMIN.
+    """
     path, kinds = capture
     out = tmp_path / "flows.bin"
-    cmd = ["ip", "netns", "exec", veth.cap_ns, sys.executable, "-m", "darknet_iodef.cli", "sensor",
-           "--interface", veth.cap_if, "--darknet", DARKNET, "--interval", "86400", "--name", "test",
-           "--out", str(out), "--ring-block-size", "65536", "--ring-blocks", "16", "--block-timeout", "50"]
+    cmd = ["ip", "netns", "exec", veth.cap_ns, *_caps_only("+net_raw"), *_sensor_cmd(veth, out)]
     proc = subprocess.Popen(cmd, cwd=repo_root, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
@@ -229,6 +256,10 @@ def test_sensor_command_flushes_the_open_interval_on_sigterm(
             lines.append(line)
             if "Capturing on" in line:
                 break
+        flags_file = f"/sys/class/net/{veth.cap_if}/flags"
+        flags = subprocess.run(["ip", "netns", "exec", veth.cap_ns, "cat", flags_file],
+                               capture_output=True, text=True, check=True).stdout
+        assert int(flags, 16) & 0x100  # IFF_PROMISC while capturing
         subprocess.run(veth.send_cmd(*_replay(path, veth)), check=True, capture_output=True, timeout=60)
         proc.send_signal(signal.SIGHUP)  # the sensor has nothing to reload; it says so and goes on
         time.sleep(0.3)
