@@ -218,7 +218,8 @@ class Schemas:
     def json_errors(self, doc: Any) -> list[str]:
         import jsonschema
 
-        v = jsonschema.Draft4Validator(self.json)
+        # format checks on: every DATETIME must be RFC 3339 (the schema says "format": "date-time")
+        v = jsonschema.Draft4Validator(self.json, format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER)
         return [f"{list(e.absolute_path)}: {e.message}" for e in v.iter_errors(doc)]
 
 
