@@ -22,7 +22,7 @@ from reporter.contacts import Contact, ContactTable
 from reporter.grouping import Recipient, ReportGroup, Withheld, group_events, parse_reportable
 from reporter.settings import ReporterSettings
 
-__all__ = ["DocumentSet", "OutgoingReport", "build_documents"]
+__all__ = ["DocumentSet", "OutgoingReport", "build_documents", "render"]
 
 
 @dataclass(frozen=True, slots=True)
