@@ -20,6 +20,7 @@ Network: nothing leaves the two namespaces; they have no addresses or routes.
 from __future__ import annotations
 
 import collections
+import logging
 import signal
 import subprocess
 import sys
@@ -34,13 +35,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from darknet_iodef.addresses import DarkPrefixes
+from darknet_iodef.errors import ConfigError
 from darknet_iodef.flowtuple import FlowBatch, read_batches
 from darknet_iodef.metrics import LiveMetrics, SensorMetrics
 from darknet_iodef.settings import load
 from sensor.capture import iter_packet_batches
 from sensor.flows import FlowBuilder
 from sensor.live.agent import LiveSummary, run_live
-from sensor.live.ring import PacketRing
+from sensor.live.ring import PacketRing, RingUnavailable
 from sensor.live.settings import LiveSettings
 from sensor.settings import SensorSettings
 from tests.sensor.live_netns import VethPair, enter_netns, veth_pair
@@ -359,3 +361,22 @@ def test_a_fanout_group_shares_the_packets(capture: tuple[Path, dict[str, int]],
             ring.close()
     assert sum(got) == sum(kinds.values()) and min(got) > 0
     assert [s.packets for s in stats] == got and all(s.drops == 0 for s in stats)
+
+
+def test_where_the_ring_cannot_be_used_the_agent_falls_back_to_libpcap_and_says_so(
+    capture: tuple[Path, dict[str, int]], veth: VethPair, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    path, kinds = capture
+
+    def no_ring(*_args: object, **_kw: object) -> PacketRing:
+        raise RingUnavailable("TPACKET_V3 refused: Invalid argument")  # as on a kernel without V3
+
+    monkeypatch.setattr("sensor.live.agent.PacketRing", no_ring)
+    with caplog.at_level(logging.WARNING, logger="sensor.live.agent"):
+        summary, _ = _capture(veth, _live(), [_replay(path, veth)])
+    assert summary.method == "libpcap" and summary.frames == sum(kinds.values())
+    assert ("The AF_PACKET ring cannot be used (TPACKET_V3 refused: Invalid argument); falling back to "
+            "libpcap, which is several times slower.") in caplog.messages
+    with pytest.raises(ConfigError, match="the AF_PACKET ring cannot be used"):
+        _capture(veth, _live(method="ring"), [])
