@@ -157,6 +157,7 @@ class _Frames:
         self.status = np.zeros(self.n, dtype=np.uint8)
         self.layers = np.zeros(self.n, dtype=np.uint8)
         self.cols: dict[str, npt.NDArray[Any]] = {}
+        self.whole: set[str] = set()
 
     def put(self, name: str, rows: Idx, values: npt.ArrayLike) -> None:
         """``out[name][rows] = values``, through a contiguous column per field.
@@ -169,12 +170,14 @@ class _Frames:
         if rows.size == self.n:
             self.out[name] = values
             self.cols.pop(name, None)
+            self.whole.add(name)
             return
         if not rows.size:
             return
         col = self.cols.get(name)
         if col is None:
-            col = self.out[name].copy()
+            # the block's rows start zeroed: copy them only when a whole-column write came first
+            col = self.out[name].copy() if name in self.whole else np.zeros(self.n, self.out.dtype[name])
             self.cols[name] = col
         col[rows] = values
 
@@ -207,8 +210,13 @@ class _Frames:
 
 # ----------------------------------------------------------------------------- link layer
 
-def _vlan_walk(F: _Frames, rows: Idx, pos: I64, etype: npt.NDArray[np.signedinteger[Any]]) -> None:
-    """Step over any depth of 802.1Q/802.1ad tags (updates pos, etype in place)."""
+def _vlan_walk(F: _Frames, rows: Idx, pos: I64, etype: npt.NDArray[np.signedinteger[Any]],
+               w: U8x2, hdr: int) -> None:
+    """Step over any depth of 802.1Q/802.1ad tags (updates pos, etype in place).
+
+    The first tag usually lies inside the link window ``w`` (at column ``hdr``);
+    deeper tags are gathered from the buffer.
+    """
     tagged = _isin(etype, VLAN_TPIDS)
     if not tagged.any():
         return
@@ -221,10 +229,15 @@ def _vlan_walk(F: _Frames, rows: Idx, pos: I64, etype: npt.NDArray[np.signedinte
             etype[cur[~fits]] = -1
             cur = cur[fits]
         p = pos[cur]
-        if first:
-            F.put("vlan", rows[cur], F.B.be16(p) & 0x0FFF)
-            first = False
-        etype[cur] = F.B.be16(p + 2)
+        if first and hdr + 4 <= w.shape[1]:
+            wc = w[cur]
+            F.put("vlan", rows[cur], _c16(wc, hdr) & 0x0FFF)
+            etype[cur] = _c16(wc, hdr + 2)
+        else:
+            if first:
+                F.put("vlan", rows[cur], F.B.be16(p) & 0x0FFF)
+            etype[cur] = F.B.be16(p + 2)
+        first = False
         pos[cur] = p + 4
         cur = cur[_isin(etype[cur], VLAN_TPIDS)]
 
@@ -265,7 +278,7 @@ def _link(F: _Frames, rows: Idx, linktype: int) -> tuple[Idx, I64, npt.NDArray[n
             if eth.any():
                 F.put("src_mac", rows[eth], _mac48(w[eth], addr))
         pos = off + hdr
-        _vlan_walk(F, rows, pos, etype)
+        _vlan_walk(F, rows, pos, etype, w, hdr)
         version = np.where(etype == ETHERTYPE_IPV4, 4, np.where(etype == ETHERTYPE_IPV6, 6, 0))
         ip = version > 0
         if not ip.all():
@@ -486,33 +499,37 @@ def _tcp_options_by_layout(F: _Frames, rows: Idx, o: I64, oend: I64) -> Mask:
     n = rows.size
     size = np.minimum(oend - o, 40)
     w = F.B.win(o, 40)
+    w64 = w.view("<u8")
     todo = np.ones(n, dtype=bool)
     kinds = np.zeros(n, dtype=np.uint64)
     mss = np.zeros(n, dtype=np.int64)
     tried: set[tuple[int, tuple[tuple[int, int], ...]]] = set()
-    for _ in range(3):
+    for _ in range(6):
         left = np.flatnonzero(todo)
         if left.size < 32:
             break
-        progress = False
-        for i in left[:: max(1, left.size // 6)][:6].tolist():
-            sz = int(size[i])
-            lay = _option_layout(w[i, :sz].tobytes())
-            if lay is None or (sz, lay[0]) in tried:
-                continue
-            tried.add((sz, lay[0]))
-            m = todo & (size == sz)
-            for col, val in lay[0]:
-                m &= w[:, col] == val
-            if not m.any():
-                continue
-            progress = True
-            kinds[m] = lay[1]
-            if lay[2] >= 0:
-                mss[m] = (w[m, lay[2]].astype(np.int64) << 8) | w[m, lay[2] + 1]
-            todo &= ~m
-        if not progress:
+        i = int(left[0])
+        sz = int(size[i])
+        lay = _option_layout(w[i, :sz].tobytes())
+        if lay is None or (sz, lay[0]) in tried:
             break
+        tried.add((sz, lay[0]))
+        # the layout's bytes as a 40-byte mask and value: 5 uint64 compares per row
+        mask = np.zeros(40, dtype=np.uint8)
+        want = np.zeros(40, dtype=np.uint8)
+        for c, v in lay[0]:
+            mask[c], want[c] = 0xFF, v
+        diff = (size != sz).astype(np.uint64)
+        for j, (mk, wv) in enumerate(zip(mask.view("<u8").tolist(), want.view("<u8").tolist(), strict=True)):
+            if mk:
+                diff |= (w64[:, j] & np.uint64(mk)) ^ np.uint64(wv)
+        hit = np.flatnonzero((diff == 0) & todo)
+        if hit.size * 16 < left.size:
+            break  # a rare layout: the rows left are too varied for this to pay
+        kinds[hit] = lay[1]
+        if lay[2] >= 0:
+            mss[hit] = (w[hit, lay[2]].astype(np.int64) << 8) | w[hit, lay[2] + 1]
+        todo[hit] = False
     done = ~todo
     if done.any():
         F.put("tcp_opt_kinds", rows[done], kinds[done])
