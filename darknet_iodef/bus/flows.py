@@ -2,9 +2,13 @@
 
 Theory of operation. Everything an aggregator learns about a source must reach
 the same aggregator, so the sensor splits each interval's :class:`FlowBatch`
-by ``partition_for(src_ip)`` (Kafka's murmur2, vectorised: one numpy pass over
+by ``partition_for(address)`` (Kafka's murmur2, vectorised: one numpy pass over
 the batch) -- flows and probe samples alike -- and sends each part to its
-partition explicitly.
+partition explicitly. The address is the source, except for ICMP error rows
+(a non-zero ``quoted_dst_ip``): their outer source is a router on the path,
+and the one they speak about -- the backscatter victim (DOMAIN.md section 3) --
+is the quoted destination. Partitioning those rows by the router would split
+one victim's vector across aggregators, each below the thresholds.
 
 Two more rules make the parts safe to consume independently:
 
@@ -37,7 +41,13 @@ _OVERHEAD = 4096
 
 
 def _sources(rows: npt.NDArray[np.void]) -> npt.NDArray[np.uint8]:
-    return np.ascontiguousarray(rows["src_ip"]).view(np.uint8).reshape(-1, 16)
+    """The partition address of each row: the quoted destination of ICMP errors, else the source."""
+    src = np.ascontiguousarray(rows["src_ip"]).view(np.uint8).reshape(-1, 16)
+    quoted = np.ascontiguousarray(rows["quoted_dst_ip"]).view(np.uint8).reshape(-1, 16)
+    icmp_error = quoted.any(axis=1)
+    if not icmp_error.any():
+        return src
+    return np.where(icmp_error[:, None], quoted, src)
 
 
 def partition_batch(

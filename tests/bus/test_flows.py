@@ -60,3 +60,35 @@ def test_parts_stay_under_the_message_size_bound() -> None:
     for p in (0, 1):
         mine = [b for q, b in parts if q == p]
         assert all(len(encode_batch(b)) > 100_000 - 4096 - SAMPLE_DTYPE.itemsize for b in mine[:-1])
+
+
+def test_icmp_errors_go_to_the_partition_of_their_quoted_destination() -> None:
+    """The backscatter victim of an ICMP error is the quoted destination, not the router sending it."""
+    batch = make_batch(400, 200, seed=3)
+    rng = np.random.default_rng(4)
+    victims = rng.integers(0, 256, size=(7, 16), dtype=np.uint8)
+    victims[:, :12] = np.frombuffer(b"\0" * 10 + b"\xff\xff", np.uint8)
+    quoted = np.zeros((400, 16), np.uint8)
+    errors = np.arange(400) % 3 == 0
+    quoted[errors] = victims[rng.integers(0, 7, int(errors.sum()))]
+    batch.flows["quoted_dst_ip"] = quoted.view("V16").ravel()
+    squoted = np.zeros((200, 16), np.uint8)
+    serrors = np.arange(200) % 2 == 0
+    squoted[serrors] = victims[rng.integers(0, 7, int(serrors.sum()))]
+    batch.samples["quoted_dst_ip"] = squoted.view("V16").ravel()
+    parts = partition_batch(batch, 5)
+    seen_flows = seen_samples = 0
+    for p, part in parts:
+        for rows in (part.flows, part.samples):
+            for row in rows:
+                q = bytes(row["quoted_dst_ip"])
+                home = q if any(q) else bytes(row["src_ip"])
+                assert partition_for(home, 5) == p
+        seen_flows += int((part.flows["quoted_dst_ip"] != np.zeros(1, "V16")[0]).sum())
+        seen_samples += len(part.samples)
+    assert seen_flows == int(errors.sum())
+    assert seen_samples == 200
+    # every victim's rows meet in exactly one partition
+    for v in victims:
+        homes = {p for p, part in parts for row in part.flows if bytes(row["quoted_dst_ip"]) == v.tobytes()}
+        assert len(homes) <= 1
