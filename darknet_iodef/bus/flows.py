@@ -44,10 +44,10 @@ def _sources(rows: npt.NDArray[np.void]) -> npt.NDArray[np.uint8]:
     """The partition address of each row: the quoted destination of ICMP errors, else the source."""
     src = np.ascontiguousarray(rows["src_ip"]).view(np.uint8).reshape(-1, 16)
     quoted = np.ascontiguousarray(rows["quoted_dst_ip"]).view(np.uint8).reshape(-1, 16)
-    icmp_error = quoted.any(axis=1)
+    icmp_error: npt.NDArray[np.bool_] = np.any(quoted != 0, axis=1)
     if not icmp_error.any():
         return src
-    return np.where(icmp_error[:, None], quoted, src)
+    return np.where(icmp_error.reshape(-1, 1), quoted, src)
 
 
 def partition_batch(
