@@ -25,6 +25,7 @@ the loop, never inside the signal handler.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import socket
@@ -45,7 +46,7 @@ from darknet_iodef.metrics import LiveMetrics, SensorMetrics, live_metrics, sens
 from sensor.decode import decode_frames
 from sensor.fields import Status
 from sensor.flows import FlowBuilder
-from sensor.live.archive import RotatingPcapWriter
+from sensor.live.archive import ArchiveStats, RotatingPcapWriter
 from sensor.live.frames import FrameBatch
 from sensor.live.ring import KernelStats, PacketRing, RingUnavailable
 from sensor.live.settings import LiveSettings
@@ -156,6 +157,7 @@ class _Loop:
                 live.archive_keep, live.snaplen, prefix=f"darknet-{cap.interface}",
             )
         self._archive_seen = (0, 0)
+        self.archive_stats: ArchiveStats | None = None
         self._label = {"interface": cap.interface}
 
     def emit(self, batches: Sequence[FlowBatch]) -> None:
@@ -183,7 +185,7 @@ class _Loop:
                 # the kernel took the outermost tag off the frame: put its ID back
                 packets["vlan"][stripped] = fb.vlan_tci[stripped] & 0x0FFF
             if self.archive is not None:
-                self.archive.write(fb)
+                self._archive(fb)
             wire_total = int(wire.sum(dtype=np.int64))
             del fb  # nothing may point into the ring once the blocks go back
         finally:
@@ -199,6 +201,23 @@ class _Loop:
         self.emit(self.builder.push(packets))
         self.metrics.processing_duration.observe(time.perf_counter() - started)
         return n
+
+    def _archive(self, fb: FrameBatch) -> None:
+        """Write to the evidence archive; if the disk fails, go on capturing without it.
+
+        The archive is optional evidence; the flow summaries are the product,
+        so a full or broken disk stops the archive (loudly), not the sensor.
+        """
+        assert self.archive is not None
+        try:
+            self.archive.write(fb)
+        except OSError as exc:
+            log.error("The pcap archive in %s failed (%s); capturing on without it.",
+                      self.archive.directory, exc.strerror or exc)
+            with contextlib.suppress(OSError):
+                self.archive.close()
+            self.archive_stats = self.archive.stats()
+            self.archive = None
 
     def idle_tick(self) -> None:
         mark = self.builder.watermark_ns
@@ -219,8 +238,9 @@ class _Loop:
             log.warning("The kernel dropped %d of %d packets on %s since the last check (ring full): "
                         "enlarge the ring, narrow the filter or add sensors.", d_drop, d_pk,
                         self.cap.interface)
-        if self.archive is not None:
-            st = self.archive.stats()
+        if self.archive is not None or self.archive_stats is not None:
+            st = self.archive.stats() if self.archive is not None else self.archive_stats
+            assert st is not None
             files, size = self._archive_seen
             self.lm.archive_files.labels(**self._label).inc(st.files - files)
             self.lm.archive_bytes.labels(**self._label).inc(st.bytes - size)
@@ -306,7 +326,7 @@ def run_live(
         if loop.archive is not None:
             loop.archive.close()
         cap.close()
-    archive = loop.archive.stats() if loop.archive is not None else None
+    archive = loop.archive.stats() if loop.archive is not None else loop.archive_stats
     summary = LiveSummary(
         interface=interface,
         method=method,

@@ -20,6 +20,7 @@ Network: nothing leaves the two namespaces; they have no addresses or routes.
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import signal
 import subprocess
@@ -42,6 +43,7 @@ from darknet_iodef.settings import load
 from sensor.capture import iter_packet_batches
 from sensor.flows import FlowBuilder
 from sensor.live.agent import LiveSummary, run_live
+from sensor.live.archive import RotatingPcapWriter
 from sensor.live.ring import PacketRing, RingUnavailable
 from sensor.live.settings import LiveSettings
 from sensor.settings import SensorSettings
@@ -380,3 +382,21 @@ def test_where_the_ring_cannot_be_used_the_agent_falls_back_to_libpcap_and_says_
             "libpcap, which is several times slower.") in caplog.messages
     with pytest.raises(ConfigError, match="the AF_PACKET ring cannot be used"):
         _capture(veth, _live(method="ring"), [])
+
+
+def test_a_failing_archive_disk_stops_the_archive_not_the_capture(
+    capture: tuple[Path, dict[str, int]], veth: VethPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    path, kinds = capture
+
+    def full_disk(self: RotatingPcapWriter, batch: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(RotatingPcapWriter, "write", full_disk)
+    with caplog.at_level(logging.ERROR, logger="sensor.live.agent"):
+        summary, live = _capture(veth, _live(archive_dir=str(tmp_path)), [_replay(path, veth)])
+    expected = f"The pcap archive in {tmp_path} failed (No space left on device); capturing on without it."
+    assert expected in caplog.messages
+    assert summary.frames == sum(kinds.values())
+    assert _flow_totals(live) == _flow_totals(_from_file(path))
