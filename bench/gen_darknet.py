@@ -17,6 +17,7 @@ import contextlib
 import gzip
 import json
 import lzma
+import os
 import sys
 from pathlib import Path
 from typing import BinaryIO
@@ -118,12 +119,19 @@ def main(argv: list[str] | None = None) -> int:
         interface_per_link=args.interface_per_link,
         snaplen=args.snaplen,
     )
+    # write beside the target and rename: a failed run leaves no half-written capture
+    part = args.out.with_name(args.out.name + ".part")
     try:
-        with args.out.open("wb") as raw, _compressed(raw, args.compress) as fh:
+        with part.open("wb") as raw, _compressed(raw, args.compress) as fh:
             result = generate(opts, fh)
     except ValueError as exc:
+        part.unlink(missing_ok=True)
         print(f"gen_darknet: {exc}", file=sys.stderr)
         return 2
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, args.out)
     if args.labels:
         args.labels.write_text(json.dumps(result.labels, indent=1) + "\n")
     if args.packet_labels:

@@ -1,10 +1,11 @@
 """Capture file writers: classic pcap (us / ns) and pcapng, records built in bulk.
 
-Theory of operation: a chunk of frames arrives as an ``(n, width)`` byte
-block plus each frame's length. Each record is laid out as one row
-``[record header | frame | padding | trailer]`` of a wider block, and a
-boolean mask ``column < record length`` picks the bytes of every record in
-row-major order, which is exactly the records written back to back.
+Theory of operation: a chunk of frames arrives as groups of equal-length
+frames (one ``(k, L)`` block each) plus each frame's position in time order.
+Record offsets are a cumulative sum of record lengths; each group's records
+are laid out as rows ``[record header | frame | padding | trailer]`` and
+scattered to their offsets in one output buffer, so the work is proportional
+to the bytes written, not to the longest frame of the chunk.
 
 Formats: classic pcap (libpcap file format, draft-ietf-opsawg-pcap):
 magic 0xA1B2C3D4 (microseconds) or 0xA1B23C4D (nanoseconds), little-endian.
@@ -25,31 +26,6 @@ __all__ = ["LINKTYPE_ETHERNET", "SNAPLEN", "CaptureWriter"]
 
 LINKTYPE_ETHERNET = 1
 SNAPLEN = 262144
-
-
-def _records(
-    frames: npt.NDArray[np.uint8],
-    lengths: npt.NDArray[np.int64],
-    header: npt.NDArray[np.uint8],
-    pad4: bool,
-    trailer: bool,
-) -> bytes:
-    n, width = frames.shape
-    hlen = header.shape[1]
-    data_len = ((lengths + 3) // 4 * 4) if pad4 else lengths
-    rec_len = hlen + data_len + (4 if trailer else 0)
-    pad_w = ((width + 3) // 4 * 4) if pad4 else width
-    total_w = hlen + pad_w + (4 if trailer else 0)
-    block = np.zeros((n, total_w), dtype=np.uint8)
-    block[:, :hlen] = header
-    block[:, hlen : hlen + width] = frames
-    if pad4:  # frames are zero beyond their length already; nothing to clear
-        pass
-    if trailer:  # pcapng repeats the block's total length after its body
-        cols = (hlen + data_len)[:, None] + np.arange(4)
-        block[np.arange(n)[:, None], cols] = rec_len.astype("<u4").view(np.uint8).reshape(n, 4)
-    mask = np.arange(total_w)[None, :] < rec_len[:, None]
-    return block[mask].tobytes()
 
 
 class CaptureWriter:
@@ -82,8 +58,8 @@ class CaptureWriter:
         self.bytes_written = 0
         self._write(self._file_header())
 
-    def _write(self, data: bytes) -> None:
-        self._fh.write(data)
+    def _write(self, data: bytes | npt.NDArray[np.uint8]) -> None:
+        self._fh.write(data if isinstance(data, bytes) else data.data)  # an array is written without a copy
         self.bytes_written += len(data)
 
     def _file_header(self) -> bytes:
@@ -113,50 +89,70 @@ class CaptureWriter:
     def write(
         self,
         ts_ns: npt.NDArray[np.int64],
-        frames: npt.NDArray[np.uint8],
         lengths: npt.NDArray[np.int64],
+        groups: list[tuple[npt.NDArray[np.intp], npt.NDArray[np.uint8]]],
         iface: npt.NDArray[np.uint8] | None = None,
     ) -> None:
-        """Append one record per frame; ``iface`` is each frame's interface (pcapng with interfaces)."""
+        """Append one record per frame, in ``ts_ns`` order.
+
+        ``groups`` hold the frames: (indices into ``ts_ns``, an ``(k, L)`` block of
+        k frames of length L). ``iface``: each frame's interface (pcapng with interfaces).
+        """
         n = len(ts_ns)
         if n == 0:
             return
         orig = lengths.astype(np.uint32)
-        if self._snaplen and int(lengths.max()) > self._snaplen:
-            lengths = np.minimum(lengths, self._snaplen)
-            # bytes past the snap length must not leak into a record's padding
-            frames = np.where(np.arange(frames.shape[1])[None, :] < lengths[:, None], frames, np.uint8(0))
-        ln = lengths.astype(np.uint32)
-        if self._fmt == "pcap":
+        cap = np.minimum(lengths, self._snaplen) if self._snaplen else lengths
+        pcapng = self._fmt == "pcapng"
+        data_len = (cap + 3) // 4 * 4 if pcapng else cap
+        if not pcapng:
             hdr = np.zeros(n, dtype=[("sec", "<u4"), ("frac", "<u4"), ("incl", "<u4"), ("orig", "<u4")])
             hdr["sec"] = ts_ns // 1_000_000_000
             frac = ts_ns % 1_000_000_000
             hdr["frac"] = frac if self._ns else frac // 1000
-            hdr["incl"] = ln
+            hdr["incl"] = cap
             hdr["orig"] = orig
-            raw = hdr.view(np.uint8).reshape(n, 16)
-            self._write(_records(frames, lengths, raw, pad4=False, trailer=False))
-            return
-        ticks = ts_ns if self._ns else ts_ns // 1000
-        epb = np.zeros(
-            n,
-            dtype=[
-                ("type", "<u4"),
-                ("len", "<u4"),
-                ("iface", "<u4"),
-                ("hi", "<u4"),
-                ("lo", "<u4"),
-                ("cap", "<u4"),
-                ("orig", "<u4"),
-            ],
-        )
-        epb["type"] = 6
-        if self._ifaces and iface is not None:
-            epb["iface"] = iface
-        epb["len"] = 32 + (lengths + 3) // 4 * 4
-        epb["hi"] = (ticks >> 32).astype(np.uint32)
-        epb["lo"] = (ticks & 0xFFFFFFFF).astype(np.uint32)
-        epb["cap"] = ln
-        epb["orig"] = orig
-        raw = epb.view(np.uint8).reshape(n, 28)
-        self._write(_records(frames, lengths, raw, pad4=True, trailer=True))
+            rec_len = 16 + data_len
+        else:
+            ticks = ts_ns if self._ns else ts_ns // 1000
+            hdr = np.zeros(n, dtype=[("type", "<u4"), ("len", "<u4"), ("iface", "<u4"), ("hi", "<u4"),
+                                     ("lo", "<u4"), ("cap", "<u4"), ("orig", "<u4")])  # fmt: skip
+            hdr["type"] = 6
+            if self._ifaces and iface is not None:
+                hdr["iface"] = iface
+            rec_len = 32 + data_len
+            hdr["len"] = rec_len
+            hdr["hi"] = (ticks >> 32).astype(np.uint32)
+            hdr["lo"] = (ticks & 0xFFFFFFFF).astype(np.uint32)
+            hdr["cap"] = cap
+            hdr["orig"] = orig
+        raw = hdr.view(np.uint8).reshape(n, hdr.dtype.itemsize)
+        self._write(_assemble(raw, cap, data_len, rec_len, groups, trailer=pcapng))
+
+
+def _assemble(
+    hdr: npt.NDArray[np.uint8],
+    cap: npt.NDArray[np.int64],
+    data_len: npt.NDArray[np.int64],
+    rec_len: npt.NDArray[np.int64],
+    groups: list[tuple[npt.NDArray[np.intp], npt.NDArray[np.uint8]]],
+    trailer: bool,
+) -> npt.NDArray[np.uint8]:
+    """Records back to back: each group's records are laid out as ``(k, width)`` rows
+    ``[header | frame | padding | trailer]`` and scattered to their offsets."""
+    offs = np.zeros(len(rec_len), dtype=np.int64)
+    np.cumsum(rec_len[:-1], out=offs[1:])
+    out = np.zeros(int(rec_len.sum()), dtype=np.uint8)
+    hlen = hdr.shape[1]
+    for idx, block in groups:
+        if not len(idx):
+            continue
+        c, d = int(cap[idx[0]]), int(data_len[idx[0]])  # one frame length per group
+        width = int(rec_len[idx[0]])
+        rec = np.zeros((len(idx), width), dtype=np.uint8)
+        rec[:, :hlen] = hdr[idx]
+        rec[:, hlen : hlen + c] = block[:, :c]
+        if trailer:  # pcapng repeats the block's total length after its body
+            rec[:, hlen + d :] = rec_len[idx].astype("<u4").view(np.uint8).reshape(-1, 4)
+        out[offs[idx][:, None] + np.arange(width)] = rec
+    return out

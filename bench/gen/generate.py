@@ -22,7 +22,7 @@ from bench.gen.capfile import CaptureWriter
 from bench.gen.labels import BACKSCATTER_RULE, SCAN_MIN_DSTS, entity_figures, summary_counts
 from bench.gen.planted import LINKS, Planter
 from bench.gen.scenario import SCENARIOS, plant
-from bench.gen.wire import SPEC_DTYPE, build_frames, take_rows
+from bench.gen.wire import SPEC_DTYPE, build_frame_groups, take_rows
 
 __all__ = ["DEFAULT_DARKNET", "DEFAULT_START", "LABELS_SCHEMA", "GenOptions", "Generated", "generate"]
 
@@ -86,8 +86,8 @@ def generate(opts: GenOptions, out: BinaryIO) -> Generated:
     writer = CaptureWriter(out, opts.fmt, opts.ts_resolution, ifaces, opts.snaplen)
     for i in range(0, len(rows), CHUNK):
         chunk = rows[i : i + CHUNK]
-        frames, lengths = build_frames(chunk)
-        writer.write(chunk["ts_ns"], frames, lengths, chunk["link"])
+        lengths, groups = build_frame_groups(chunk)
+        writer.write(chunk["ts_ns"], lengths, groups, chunk["link"])
     labels = {
         "schema": LABELS_SCHEMA,
         "generator": "python -m bench.gen_darknet",

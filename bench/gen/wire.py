@@ -44,6 +44,8 @@ __all__ = [
     "SENSOR_MAC",
     "SPEC_DTYPE",
     "TCP_OPTION_LAYOUTS",
+    "FrameGroup",
+    "build_frame_groups",
     "build_frames",
     "frame_lengths",
     "take_rows",
@@ -424,17 +426,27 @@ def _shape_key(rows: Spec) -> npt.NDArray[np.uint64]:
     return k
 
 
-def build_frames(rows: Spec) -> tuple[U8, npt.NDArray[np.int64]]:
-    """Frames for any rows, in row order: a ``(n, max_len)`` block and each frame's length."""
-    n = len(rows)
+FrameGroup = tuple[npt.NDArray[np.intp], U8]
+
+
+def build_frame_groups(rows: Spec) -> tuple[npt.NDArray[np.int64], list[FrameGroup]]:
+    """Frames for any rows: each frame's length, and groups of (row indices, ``(k, L)`` frames)
+    of one shape, so no block is wider than its own frames."""
     lengths = frame_lengths(rows)
-    width = int(lengths.max()) if n else 0
-    out = np.zeros((n, width), dtype=np.uint8)
     keys, inverse = np.unique(_shape_key(rows), return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     bounds = np.searchsorted(inverse[order], np.arange(len(keys) + 1))
+    groups = []
     for g in range(len(keys)):
         idx = order[bounds[g] : bounds[g + 1]]
-        block = _build_group(take_rows(rows, idx))
+        groups.append((idx, _build_group(take_rows(rows, idx))))
+    return lengths, groups
+
+
+def build_frames(rows: Spec) -> tuple[U8, npt.NDArray[np.int64]]:
+    """Frames for any rows, in row order: a ``(n, max_len)`` block and each frame's length."""
+    lengths, groups = build_frame_groups(rows)
+    out = np.zeros((len(rows), int(lengths.max()) if len(rows) else 0), dtype=np.uint8)
+    for idx, block in groups:
         out[idx, : block.shape[1]] = block
     return out, lengths

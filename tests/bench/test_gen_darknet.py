@@ -478,3 +478,21 @@ def test_compressed_output(tmp_path: Path, repo_root: Path, how: str, opener: st
                    capture_output=True)  # fmt: skip
     mod = importlib.import_module(opener)
     assert mod.decompress((tmp_path / "packed").read_bytes()) == (tmp_path / "plain.pcap").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("darknet", "reason"),
+    [("10.0.0.1/8", "has host bits set"), ("2001:2::/48", "at least one IPv4 prefix"),
+     ("198.18.0.0/16,198.18.1.0/24", "overlap")],
+)  # fmt: skip
+def test_cli_rejects_bad_darknets_in_one_line(
+    tmp_path: Path, repo_root: Path, darknet: str, reason: str
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.gen_darknet", "--scenario", "sample", "--darknet", darknet, "--out",
+         str(tmp_path / "x.pcap")],
+        cwd=repo_root, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and reason in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.iterdir())  # no half-written capture left
