@@ -45,7 +45,8 @@ import numpy.typing as npt
 from darknet_iodef.addresses import DarkPrefixes, addr16_is_v4
 from darknet_iodef.flowtuple import FLOW_DTYPE, SAMPLE_DTYPE, SLOTS, FlowBatch
 from sensor.fields import LAYER_IP, PACKET_DTYPE, Status
-from sensor.flows_fold import Folded, fold, merge, take_rows, to_flows
+from sensor.flows_bytes import take_rows
+from sensor.flows_fold import Folded, fold, merge, to_flows
 from sensor.flows_rows import flow_rows, sample_rows
 from sensor.flows_samples import Candidates, in_sorted, select_first, sorted_union
 from sensor.settings import SensorSettings

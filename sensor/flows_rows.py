@@ -37,7 +37,7 @@ from sensor.fields import (
     TCP_ACK,
     TCP_SYN,
 )
-from sensor.flows_fold import copy_fields
+from sensor.flows_bytes import copy_fields
 
 __all__ = ["IPPROTO_ICMP", "IPPROTO_ICMPV6", "IPPROTO_TCP", "addr16", "flow_rows", "sample_rows"]
 

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from darknet_iodef.flowtuple import SAMPLE_DTYPE
-from sensor.flows_fold import concat_rows, take_rows
+from sensor.flows_bytes import concat_rows, take_rows
 
 __all__ = ["Candidates", "first_per_source", "in_sorted", "select_first", "sorted_union"]
 
