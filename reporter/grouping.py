@@ -12,9 +12,11 @@ Theory of operation (DOMAIN.md section 6):
 * The ``IncidentID`` is a hash of (recipient, period, kind), so a resent or
   regenerated report carries the same id and a receiver can recognise it.
 * Never accuse the innocent: sources flagged ``extra.spoofed``, sources inside
-  our own dark prefixes (section 5) and known research scanners
-  (``extra.known_scanner``, e.g. Censys, Shadowserver) are not reported to
-  their apparent networks; spoofing summaries have no accused address at all.
+  our own dark prefixes (section 5), members of a decoy group
+  (``extra.decoy_group``: Nmap ``-D`` sends identical probes from forged
+  sources, and only the target's replies would show which one is real) and
+  known research scanners (``extra.known_scanner``, e.g. Censys, Shadowserver)
+  are not reported to their apparent networks; spoofing summaries have no accused address at all.
   All of them are listed for the operator instead (:class:`Withheld`).
 * Backscatter goes to the *victim's* network as a DoS report (section 3).
 * A contact with ``send = false`` still gets its documents written (delivery
@@ -107,6 +109,7 @@ class ReportableEvent:
     icmp_type: int | None
     peak_rate_pps: float | None
     responses: tuple[tuple[str, int], ...]
+    decoy_group: tuple[str, ...]  # the other sources of an Nmap -D group (one of them is the scanner)
     identifier: str
     raw: Mapping[str, Any]
 
@@ -167,6 +170,14 @@ def _evidence(v: Any, tool: str | None) -> str | None:
     return _xml_text(text[:500])
 
 
+def _address(value: Any, field: str) -> str:
+    """Canonical text of an IP address (IPv6 compressed), or ValueError naming the field."""
+    try:
+        return str(ipaddress.ip_address(value if isinstance(value, str) else "-"))
+    except ValueError:
+        raise ValueError(f"field {field}: {value!r:.60} is not an IP address") from None
+
+
 def _first(ev: Mapping[str, Any], *names: str) -> str:
     """The first of several field names the event carries (the aggregator's name comes first)."""
     return next((n for n in names if ev.get(n) is not None), names[0])
@@ -205,7 +216,7 @@ def parse_reportable(ev: Mapping[str, Any], source: str = "events", position: st
         kind = event_kind(ev)
         ip = _text(ev, "source.ip", 64)
         if ip is not None:
-            ip = str(ipaddress.ip_address(ip))  # canonical text (IPv6 compressed)
+            ip = _address(ip, "source.ip")
         if kind in REPORTED_KINDS and ip is None:
             raise ValueError("field source.ip missing")
         transport = _text(ev, "protocol.transport", 16)
@@ -228,6 +239,10 @@ def parse_reportable(ev: Mapping[str, Any], source: str = "events", position: st
         if icmp_type is None and protocol in (1, 58) and responses_v.get("icmp-echo-reply"):
             icmp_type = 0 if protocol == 1 else 129  # echo reply: the victim answered pings
         tool = _text(ev, "extra.tool", 64)
+        decoys_v = ev.get("extra.decoy_group") or []
+        if not isinstance(decoys_v, list) or len(decoys_v) > 10_000:
+            raise ValueError(f"field extra.decoy_group: {decoys_v!r:.80} is not a list of addresses")
+        decoys = tuple(_address(d, "extra.decoy_group") for d in decoys_v)
         known = ev.get("extra.known_scanner")
         known_text = None
         if known not in (None, False, ""):
@@ -267,6 +282,7 @@ def parse_reportable(ev: Mapping[str, Any], source: str = "events", position: st
             icmp_type=icmp_type,
             peak_rate_pps=_float(ev, "extra.peak_rate_pps_estimated"),
             responses=responses,
+            decoy_group=decoys,
             identifier=str(ev["classification.identifier"]),
             raw=ev,
         )
@@ -354,6 +370,10 @@ def group_events(
             withheld.append(Withheld(e.raw, "spoofed"))
         elif e.kind == "scan" and e.known_scanner:
             withheld.append(Withheld(e.raw, "known-scanner"))
+        elif e.kind == "scan" and e.decoy_group:
+            # identical probes from several sources (nmap -D): one is the scanner, the others are
+            # forged, and a darknet never sees the replies that would tell them apart
+            withheld.append(Withheld(e.raw, "decoy-group"))
         else:
             candidates.append(e)
     if not candidates:

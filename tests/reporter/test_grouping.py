@@ -64,6 +64,18 @@ def test_known_scanners_and_spoofed_sources_are_never_reported(settings: Reporte
     assert b"192.0.2.10" in everything
 
 
+def test_decoy_groups_are_not_reported(settings: ReporterSettings, contacts: ContactTable) -> None:
+    decoy = scan_event("d1", "192.0.2.50", **{"destination.port": 22, "extra.confidence": 0.33,
+                                               "extra.decoy_group": ["198.51.100.7", "2001:db8::9"]})
+    groups, withheld = group_events(parsed([decoy]), contacts, settings)
+    assert groups == []
+    assert [(w.reason, w.event["source.ip"]) for w in withheld] == [("decoy-group", "192.0.2.50")]
+    with pytest.raises(RecordError, match=r"field extra\.decoy_group: "):
+        parse_reportable(dict(decoy, **{"extra.decoy_group": ["not-an-ip"]}))
+    with pytest.raises(RecordError, match=r"field extra\.decoy_group: "):
+        parse_reportable(dict(decoy, **{"extra.decoy_group": "192.0.2.1"}))
+
+
 def test_incident_id_is_stable_and_distinct(settings: ReporterSettings, contacts: ContactTable) -> None:
     assert incident_id("example-isp", 1_709_251_200_000_000_000, "scan") == \
         "20240301T0000Z-scan-dade214bd6f9853a"
@@ -125,7 +137,7 @@ def test_backscatter_victim_inside_the_telescope_is_still_a_victim(settings: Rep
 
 @pytest.mark.parametrize(("change", "reason"), [
     ({"source.ip": None}, "field source.ip missing"),
-    ({"source.ip": "999.1.1.1"}, "does not appear to be an IPv4 or IPv6 address"),
+    ({"source.ip": "999.1.1.1"}, "field source.ip: '999.1.1.1' is not an IP address"),
     ({"protocol.transport": "carrier-pigeon"}, "field protocol.transport: 'carrier-pigeon' is not a known"),
     ({"extra.ports": [22, 70000]}, "field extra.ports: 70000 is not a port"),
     ({"extra.ports": "22"}, "field extra.ports: '22' is not a list"),
