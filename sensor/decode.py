@@ -582,46 +582,52 @@ def _tcp_options(F: _Frames, rows: Idx, o: I64, oend: I64) -> None:
     F.put("tcp_mss", rows, mss & 0xFFFF)
 
 
-def _tcp(F: _Frames, rows: Idx, t: I64, tw: U8x2, lim: I64) -> None:
+def _ports_tcp_udp(F: _Frames, T: _Transport, tcp: Mask, udp: Mask) -> None:
+    """TCP and UDP headers of the rows of ``T``, without splitting the rows by protocol.
+
+    Scanners make most of a telescope's traffic TCP, with some UDP and ICMP
+    mixed in: computing the TCP/UDP fields for every row and zeroing them where
+    they do not apply costs less than copying the rows of each protocol apart.
+    Both protocols start with the two ports.
+    """
+    rows, t, tw, lim = T.rows, T.t, T.tw, T.lim
     have = lim - t
-    ports = have >= 4
-    if ports.all():
+    ported = (tcp | udp) & (have >= 4)
+    if ported.all():
         F.put("src_port", rows, _v16(tw, 0))
         F.put("dst_port", rows, _v16(tw, 2))
     else:
-        F.put("src_port", rows[ports], _c16(tw[ports], 0))
-        F.put("dst_port", rows[ports], _c16(tw[ports], 2))
-    short = have < 20
-    if short.any():
-        F.set_status(rows[short], Status.TRUNCATED_TRANSPORT)
-        rows, t, tw, lim = rows[~short], t[~short], tw[~short], lim[~short]
+        F.put("src_port", rows, np.where(ported, _v16(tw, 0), 0))
+        F.put("dst_port", rows, np.where(ported, _v16(tw, 2), 0))
+    if udp.any():
+        F.mark(rows, udp & (have < 8), Status.TRUNCATED_TRANSPORT)
+        F.add_layer(rows[udp & (have >= 8)], LAYER_TRANSPORT)
+    if not tcp.any():
+        return
+    whole = tcp & (have >= 20)
+    F.mark(rows, tcp & ~whole, Status.TRUNCATED_TRANSPORT)
     hf = _c16(tw, 12)
     doff = (hf >> 12) * 4
-    F.put("tcp_seq", rows, _v32(tw, 4))
-    F.put("tcp_ack", rows, _v32(tw, 8))
-    F.put("tcp_flags", rows, hf & 0x0FFF)
-    F.put("tcp_window", rows, _v16(tw, 14))
-    F.put("tcp_hdr_len", rows, doff)
-    bad = doff < 20
-    if bad.any():
-        F.set_status(rows[bad], Status.BAD_TRANSPORT_HEADER)
-        rows, t, lim, doff = rows[~bad], t[~bad], lim[~bad], doff[~bad]
-    F.add_layer(rows, LAYER_TRANSPORT)
-    has_opts = doff > 20
+    if whole.all():
+        F.put("tcp_seq", rows, _v32(tw, 4))
+        F.put("tcp_ack", rows, _v32(tw, 8))
+        F.put("tcp_flags", rows, hf & 0x0FFF)
+        F.put("tcp_window", rows, _v16(tw, 14))
+        F.put("tcp_hdr_len", rows, doff)
+    else:
+        F.put("tcp_seq", rows, np.where(whole, _v32(tw, 4), 0))
+        F.put("tcp_ack", rows, np.where(whole, _v32(tw, 8), 0))
+        F.put("tcp_flags", rows, np.where(whole, hf & 0x0FFF, 0))
+        F.put("tcp_window", rows, np.where(whole, _v16(tw, 14), 0))
+        F.put("tcp_hdr_len", rows, np.where(whole, doff, 0))
+    F.mark(rows, whole & (doff < 20), Status.BAD_TRANSPORT_HEADER)
+    good = whole & (doff >= 20)
+    F.add_layer(rows if good.all() else rows[good], LAYER_TRANSPORT)
+    has_opts = good & (doff > 20)
     if has_opts.any():
         # options cut by the snap length are read as far as they go (not an error)
         r, tt, oe = rows[has_opts], t[has_opts], np.minimum(t + doff, lim)[has_opts]
         _tcp_options(F, r, tt + 20, oe)
-
-
-def _udp(F: _Frames, rows: Idx, t: I64, tw: U8x2, lim: I64) -> None:
-    have = lim - t
-    ports = have >= 4
-    F.put("src_port", rows[ports], _c16(tw[ports], 0))
-    F.put("dst_port", rows[ports], _c16(tw[ports], 2))
-    short = have < 8
-    F.mark(rows, short, Status.TRUNCATED_TRANSPORT)
-    F.add_layer(rows[~short], LAYER_TRANSPORT)
 
 
 def _quote4(F: _Frames, rows: Idx, q: I64, lim: I64) -> None:
@@ -687,18 +693,14 @@ def _transport(F: _Frames, T: _Transport | None) -> None:
     if T is None or not T.rows.size:
         return
     proto = T.proto
-    icmp = IPPROTO_ICMPV6 if T.v6 else IPPROTO_ICMP
-    for num in (IPPROTO_TCP, IPPROTO_UDP, icmp):
-        sel = proto == num
-        if not sel.any():
-            continue
-        rows, t, tw, lim = _keep(sel, T.rows, T.t, T.tw, T.lim)
-        if num == IPPROTO_TCP:
-            _tcp(F, rows, t, tw, lim)
-        elif num == IPPROTO_UDP:
-            _udp(F, rows, t, tw, lim)
-        else:
-            _icmp(F, rows, t, tw, lim, T.v6)
+    tcp = proto == IPPROTO_TCP
+    udp = proto == IPPROTO_UDP
+    if tcp.any() or udp.any():
+        _ports_tcp_udp(F, T, tcp, udp)
+    icmp = proto == (IPPROTO_ICMPV6 if T.v6 else IPPROTO_ICMP)
+    if icmp.any():
+        rows, t, tw, lim = _keep(icmp, T.rows, T.t, T.tw, T.lim)
+        _icmp(F, rows, t, tw, lim, T.v6)
 
 
 # ----------------------------------------------------------------------------- entry point
