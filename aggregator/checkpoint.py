@@ -44,7 +44,7 @@ def save_checkpoint(agg: Aggregator, path: str | Path) -> None:
         "counters": agg.counters,
         "detectors": {},
     }
-    for det in (agg.scan, agg.backscatter, agg.spoofing):
+    for det in agg.detectors:
         a, m = det.state()
         arrays.update(a)
         meta["detectors"][det.name] = m
@@ -84,6 +84,6 @@ def load_checkpoint(agg: Aggregator, path: str | Path) -> bool:
     agg.watermarks = {str(k): int(v) for k, v in meta["watermarks"].items()}
     agg.current_end = None if meta["current_end"] is None else int(meta["current_end"])
     agg.counters.update({str(k): int(v) for k, v in meta["counters"].items()})
-    for det in (agg.scan, agg.backscatter, agg.spoofing):
+    for det in agg.detectors:
         det.restore(arrays, meta["detectors"][det.name])
     return True

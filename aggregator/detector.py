@@ -8,7 +8,7 @@ happens there, at start-up), then
 1. ``process(view)`` for each flow batch -- several batches of the same
    interval (from several sensors) are simply processed in turn: the state
    is cumulative, so this *is* the merge of partial results;
-2. ``end_interval(now_ns, ctx)`` once event time has passed an interval:
+2. ``end_interval(now_ns, ctx, force)`` once event time has passed an interval:
    expire idle state, and emit new or updated events (returned as dicts);
 3. ``state()`` / ``restore(arrays, meta)`` for checkpoints.
 
@@ -112,7 +112,9 @@ class Detector(Protocol):
 
     def process(self, view: BatchView) -> None: ...
 
-    def end_interval(self, now_ns: int, ctx: Context) -> list[dict[str, Any]]: ...
+    def end_interval(self, now_ns: int, ctx: Context, force: bool = False) -> list[dict[str, Any]]:
+        """Expire and emit as of ``now_ns``; ``force`` (end of input) ignores revision pacing."""
+        ...
 
     def state(self) -> tuple[dict[str, npt.NDArray], dict[str, Any]]: ...
 

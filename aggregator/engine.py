@@ -30,7 +30,7 @@ from aggregator import spoof_rules as sr
 from aggregator.backscatter import BackscatterDetector
 from aggregator.backscatter_rules import classify_backscatter
 from aggregator.bogons import BogonTable, load_bogons
-from aggregator.detector import BatchView, Context
+from aggregator.detector import BatchView, Context, Detector
 from aggregator.keys import addr_key, dst32
 from aggregator.known_scanners import KnownScanners
 from aggregator.scan import ScanDetector
@@ -91,6 +91,8 @@ class Aggregator:
         self.scan = ScanDetector(self.th)
         self.backscatter = BackscatterDetector(self.th)
         self.spoofing = SpoofingDetector(self.th.spoof_min_packets)
+        #: in processing order: the scan detector adds the spoofing reasons the summary reads
+        self.detectors: tuple[Detector, ...] = (self.scan, self.backscatter, self.spoofing)
         self.current_end: int | None = None  # end of the newest interval seen
         self.watermarks: dict[str, int] = {}
         self.counters: dict[str, int] = {
@@ -134,9 +136,8 @@ class Aggregator:
             empty = batch.samples[:0]
             for lo in range(0, batch.flows.shape[0], CHUNK_FLOWS):
                 part = view.part(lo, lo + CHUNK_FLOWS, empty)
-                self.scan.process(part)
-                self.backscatter.process(part)
-                self.spoofing.process(part)
+                for det in self.detectors:
+                    det.process(part)
         return events
 
     def _view(self, batch: FlowBatch) -> BatchView:
@@ -164,9 +165,9 @@ class Aggregator:
     def end_interval(self, now_ns: int, force: bool = False) -> list[dict[str, Any]]:
         """Expire and emit as of event time ``now_ns`` (``force``: ignore revision pacing)."""
         self.known.maybe_reload()
-        events = self.scan.end_interval(now_ns, self.ctx, force)
-        events += self.backscatter.end_interval(now_ns, self.ctx, force)
-        events += self.spoofing.end_interval(now_ns, self.ctx, force)
+        events: list[dict[str, Any]] = []
+        for det in self.detectors:
+            events += det.end_interval(now_ns, self.ctx, force)
         events.sort(key=lambda e: (e["time.source"], e["extra.event_id"], e["extra.revision"]))
         self.counters["events_total"] += len(events)
         return events
