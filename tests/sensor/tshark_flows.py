@@ -21,7 +21,8 @@ KEY_NAMES = (
 )
 
 _FIELDS = (
-    "frame.time_epoch", "eth.src", "vlan.id", "ip.src", "ip.dst", "ip.proto", "ip.ttl", "ip.len",
+    "frame.time_epoch", "eth.src", "sll.src.eth", "vlan.id", "ip.src", "ip.dst", "ip.proto", "ip.ttl",
+    "ip.len",
     "ip.flags.rb", "ip.flags.df", "ip.flags.mf", "ip.frag_offset", "ipv6.src", "ipv6.dst", "ipv6.hlim",
     "ipv6.plen", "tcp.srcport", "tcp.dstport", "tcp.flags", "tcp.window_size_value", "tcp.hdr_len",
     "udp.srcport", "udp.dstport", "icmp.type", "icmp.code", "icmpv6.type", "icmpv6.code",
@@ -45,7 +46,11 @@ def tshark_flow_counts(tshark: str, capture: Path, interval_s: int, dark: list[s
            "-T", "fields", "-E", "separator=\t", "-E", "occurrence=a", "-E", "aggregator=|"]
     for f in _FIELDS:
         cmd += ["-e", f]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    # a capture cut short mid-record: tshark prints the whole records, then fails
+    if proc.returncode != 0 and not (proc.returncode == 2 and "cut short" in proc.stderr):
+        raise subprocess.CalledProcessError(proc.returncode, cmd, proc.stdout, proc.stderr)
+    out = proc.stdout
     nets = [ipaddress.ip_network(d) for d in dark]
     interval = interval_s * 1_000_000_000
     counts: Counter[tuple] = Counter()
@@ -76,7 +81,12 @@ def tshark_flow_counts(tshark: str, capture: Path, interval_s: int, dark: list[s
         sport = dport = flags = window = hdr_len = 0
         q_dst, q_proto, q_dport = None, 0, 0
         icmp = "icmp" if version == 4 else "icmpv6"
-        if first(f"{icmp}.type", "") != "":
+        # IPv4: the outer header's protocol decides (a GRE or IP-in-IP packet has no
+        # ports of its own even where tshark decodes the tunnelled UDP inside)
+        outer = int(first("ip.proto")) if version == 4 else None
+        if outer is not None and outer not in (1, 6, 17):
+            protocol = outer
+        elif first(f"{icmp}.type", "") != "":
             protocol = 1 if version == 4 else 58
             sport, dport = int(first(f"{icmp}.type")), int(first(f"{icmp}.code"))
             errors = _ICMP4_ERRORS if version == 4 else _ICMP6_ERRORS
@@ -105,7 +115,8 @@ def tshark_flow_counts(tshark: str, capture: Path, interval_s: int, dark: list[s
         key = (
             ts - ts % interval, _addr(src), _addr(dst), sport, dport, protocol, ttl, flags,
             min(ip_len, 65535), window, hdr_len, ip_flags, int(first("vlan.id")),
-            int(first("eth.src", "0").replace(":", ""), 16), _addr(q_dst) if q_dst else None,
+            int(first("eth.src", first("sll.src.eth", "0")).replace(":", ""), 16),
+            _addr(q_dst) if q_dst else None,
             q_proto, q_dport, version,
         )
         counts[key] += 1
