@@ -178,6 +178,10 @@ class Aggregator:
             return []
         return self.end_interval(self.current_end, force=True)
 
+    def metrics(self) -> dict[str, int]:
+        """The counters under their Prometheus names (``darknet_aggregator_*``)."""
+        return {f"darknet_aggregator_{name}": value for name, value in sorted(self.stats().items())}
+
     def stats(self) -> dict[str, int]:
         out = dict(self.counters)
         out.update(
@@ -188,5 +192,6 @@ class Aggregator:
             vectors_evicted_total=self.backscatter.evicted_total,
             backscatter_unresolved_packets_total=self.backscatter.unresolved_total,
             spoofed_packets_total=self.spoofing.spoofed_packets_total,
+            decoy_groups=len(self.scan.decoy_groups),
         )
         return out

@@ -74,6 +74,8 @@ SAMPLES_TESTED = 255
 # ``flags`` bits: Unicornscan reference set; packets this interval; packets since
 # the last revision (so the interval end looks only at rows that can emit)
 F_UNI_SET, F_TOUCHED, F_PENDING = 1, 2, 4
+DECOY_MAX_GROUP = 129
+DECOY_MAX_NEW_PER_BATCH = 10_000
 STROBE_PORTS_PER_HOST = 1.5
 
 SOURCE_COLUMNS = {
@@ -184,7 +186,10 @@ class ScanDetector:
         first = pg.order[pg.starts]
         per_probe = group(probe[first])
         sizes = np.diff(np.r_[per_probe.starts, first.shape[0]])
-        for gi in np.flatnonzero(sizes >= 2).tolist():
+        # nmap takes at most 128 decoys; a probe shared by more sources is a flood
+        # with a constant header (hping), not a decoy scan
+        shared = np.flatnonzero((sizes >= 2) & (sizes <= DECOY_MAX_GROUP))
+        for gi in shared[:DECOY_MAX_NEW_PER_BATCH].tolist():
             lo = per_probe.starts[gi]
             members = {int(k) for k in skeys[first[per_probe.order[lo : lo + sizes[gi]]]].tolist()}
             gids = {self._decoy_of[k] for k in members if k in self._decoy_of}

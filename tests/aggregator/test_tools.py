@@ -139,3 +139,22 @@ def test_fingerprint_table_is_complete() -> None:
     assert NAMES == ["masscan", "mirai", "zmap", "nmap", "unicornscan"]
     assert tool_matches(samples([])).shape == (0, 5)
     assert isinstance(tool_matches(samples([{"src_ip": "45.1.1.1", "dst_ip": "198.18.0.1"}])), np.ndarray)
+
+
+def test_constant_header_flood_is_no_decoy_group(make_agg) -> None:
+    # 200 sources send the very same probe (hping-style constant seq and IP ID):
+    # too many to be nmap decoys, so no group is formed
+    smp = [
+        {"src_ip": f"45.2.{i // 200}.{i % 200 + 1}", "dst_ip": "198.18.0.1", "tcp_seq": 7, "ip_id": 9}
+        for i in range(200)
+    ]
+    rows = [{"src_ip": r["src_ip"], "dst_ip": "198.18.0.1"} for r in smp]
+    agg = make_agg()
+    agg.process(batch(rows, smp))
+    assert agg.scan.decoy_groups == {}
+    # while two to a hundred and twenty-nine sharing probes are
+    from tests.aggregator.flowmaker import SEC, T0
+
+    agg.process(batch(rows[:3], smp[:3], start=T0 + 60 * SEC))
+    assert [len(m) for m in agg.scan.decoy_groups.values()] == [3]
+    assert agg.metrics()["darknet_aggregator_decoy_groups"] == 1
