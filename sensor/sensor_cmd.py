@@ -35,6 +35,7 @@ from darknet_iodef.errors import CaptureError, ConfigError
 from darknet_iodef.flowtuple import FlowBatch, flow_rows_as_dicts, sample_rows_as_dicts, write_batch
 from darknet_iodef.settings import load
 from sensor.flows import FlowBuilder
+from sensor.flows_samples import in_sorted
 from sensor.live import command as live_command
 from sensor.settings import SECTION, SensorSettings
 
@@ -107,13 +108,20 @@ def _main(args: argparse.Namespace) -> int:
 
 
 class _Summary:
-    """Run totals for the closing summary (distinct sources exact up to a limit)."""
+    """Run totals for the closing summary (distinct sources exact up to a limit).
+
+    Distinct sources are kept as sorted arrays -- IPv4-mapped addresses by
+    their low 8 bytes, others by both words -- and each batch's new ones are
+    inserted in place, so a long capture costs a copy per interval, not a
+    re-sort of everything seen.
+    """
 
     def __init__(self) -> None:
         self.batches = 0
         self.flows = 0
         self.samples = 0
-        self._sources = np.zeros((0, 2), dtype=np.uint64)  # distinct addresses as sorted word pairs
+        self._v4 = np.zeros(0, dtype=np.uint64)
+        self._other = np.zeros((0, 2), dtype=np.uint64)
         self.sources_overflow = False
 
     def add(self, batch: FlowBatch) -> None:
@@ -122,22 +130,32 @@ class _Summary:
         self.samples += int(batch.samples.shape[0])
         if self.sources_overflow or batch.flows.shape[0] == 0:
             return
-        # not np.unique: on 16-byte items it is slow (see sensor.flows.count_distinct_addresses)
+        # not np.unique: it is slow here (see sensor.flows.count_distinct_addresses)
         words = np.ascontiguousarray(batch.flows["src_ip"]).view(np.uint64).reshape(-1, 2)
-        both = np.concatenate([self._sources, words])
-        both = both[np.lexsort((both[:, 1], both[:, 0]))]
-        keep = np.ones(both.shape[0], dtype=bool)
-        keep[1:] = np.any(both[1:] != both[:-1], axis=1)
-        self._sources = both[keep]
-        if self._sources.shape[0] > DISTINCT_SOURCES_LIMIT:
+        v4 = words[:, 0] == 0  # IPv4-mapped: the first 8 bytes are zero
+        new = np.sort(words[v4, 1])
+        if new.shape[0]:
+            fresh = np.ones(new.shape[0], dtype=bool)
+            fresh[1:] = new[1:] != new[:-1]
+            new = new[fresh]
+            new = new[~in_sorted(new, self._v4)]
+            self._v4 = np.insert(self._v4, np.searchsorted(self._v4, new), new)
+        if not v4.all():
+            both = np.concatenate([self._other, words[~v4]])
+            both = both[np.lexsort((both[:, 1], both[:, 0]))]
+            keep = np.ones(both.shape[0], dtype=bool)
+            keep[1:] = np.any(both[1:] != both[:-1], axis=1)
+            self._other = both[keep]
+        if self._v4.shape[0] + self._other.shape[0] > DISTINCT_SOURCES_LIMIT:
             self.sources_overflow = True
-            self._sources = np.zeros((0, 2), dtype=np.uint64)
+            self._v4 = np.zeros(0, dtype=np.uint64)
+            self._other = np.zeros((0, 2), dtype=np.uint64)
 
     @property
     def sources(self) -> str:
         if self.sources_overflow:
             return f"more than {DISTINCT_SOURCES_LIMIT:,}"
-        return f"{self._sources.shape[0]:,}"
+        return f"{self._v4.shape[0] + self._other.shape[0]:,}"
 
 
 def jsonl_lines(batch: FlowBatch) -> Iterator[str]:

@@ -370,3 +370,5 @@ def test_jsonl_to_stdout_keeps_the_summary_on_stderr(repo_root: Path, tmp_path: 
     assert sum(x["record"] == "flow" for x in lines) == sum(len(b.flows) for b in batches)
     assert not any(x["record"] == "sample" for x in lines)
     assert captured.err.startswith("sensor: 1 capture(s), 40,000 packets, ")
+    distinct = {bytes(x) for b in batches for x in b.flows["src_ip"].tolist()}  # IPv4 and IPv6
+    assert f", {len(distinct):,} distinct sources, " in captured.err
