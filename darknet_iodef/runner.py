@@ -280,8 +280,10 @@ class Runner:
                 self._wait("flush", exc)
 
     def _mark(self, message: Message) -> None:
-        tp = (message.topic, message.partition)
-        self._uncommitted[tp] = max(self._uncommitted.get(tp, 0), message.offset + 1)
+        # The last message read, not the highest offset ever seen: a partition read again from
+        # an earlier offset (a rebalance, or a topic created anew by a broker that lost it)
+        # must commit its new position, or the group would skip what lies below the old one.
+        self._uncommitted[(message.topic, message.partition)] = message.offset + 1
 
     def _commit_done(self, final: bool = False) -> None:
         """Commit what was processed and flushed, short of what the stage still holds."""
@@ -289,7 +291,7 @@ class Runner:
         offsets = {}
         for tp, off in self._uncommitted.items():
             off = min(off, held.get(tp, off))
-            if off > self._committed.get(tp, -1):
+            if off != self._committed.get(tp):
                 offsets[tp] = off
         if not offsets:
             return
@@ -309,8 +311,9 @@ class Runner:
             # the partitions moved: forget them, their new owner starts from the last commit
             owned = self.consumer.assignment()
             self._committed = {tp: o for tp, o in self._committed.items() if tp in owned}
-        self._uncommitted = {tp: o for tp, o in self._uncommitted.items() if o > self._committed.get(tp, -1)
-                             and tp in self.consumer.assignment()}
+        owned = self.consumer.assignment()
+        self._uncommitted = {tp: o for tp, o in self._uncommitted.items()
+                             if o != self._committed.get(tp) and tp in owned}
 
     def _check_assignment(self) -> None:
         owned = self.consumer.assignment()

@@ -75,6 +75,14 @@ class MemoryBus:
         with self._cond:
             return [m for part in self._logs.get(topic, []) for m in part]
 
+    def forget(self) -> None:
+        """Lose every topic and commit, as a broker restarted on empty storage does (for tests)."""
+        with self._cond:
+            self._logs.clear()
+            for group in self._groups.values():
+                group.committed.clear()
+                self._rebalance(group)
+
     def producer(self) -> MemoryProducer:
         return MemoryProducer(self)
 

@@ -312,3 +312,19 @@ def test_publisher_stops_when_asked_while_waiting() -> None:
     with pytest.raises(Stopped):
         publisher.publish([Output(OUT, b"a", b"1")])
     assert publisher.producer.pending() == 1  # kept, not dropped
+
+
+def test_a_partition_read_again_from_its_start_commits_its_new_position() -> None:
+    """A broker that lost its storage starts the topic again at offset 0; commits must follow."""
+    bus = make_bus([b"%d" % i for i in range(5)])
+    runner = make_runner(bus, Upper())
+    runner.step()
+    assert committed(bus) == {(IN, 0): 5}
+    bus.forget()
+    producer = bus.producer()
+    for v in (b"x", b"y", b"z"):
+        producer.send(IN, b"k", v)
+    producer.flush()
+    assert runner.step() == 3
+    assert committed(bus) == {(IN, 0): 3}  # not 5: the old position would skip the new topic's records
+    assert values(bus) == [b"X", b"Y", b"Z"]
