@@ -34,9 +34,11 @@ from darknet_iodef.addresses import DarkPrefixes
 from darknet_iodef.errors import CaptureError, ConfigError
 from darknet_iodef.flowtuple import FlowBatch, flow_rows_as_dicts, sample_rows_as_dicts, write_batch
 from darknet_iodef.settings import load
+from sensor.capture import CaptureStats, iter_packet_batches
 from sensor.flows import FlowBuilder
 from sensor.flows_samples import in_sorted
 from sensor.live import command as live_command
+from sensor.progress import Progress
 from sensor.settings import SECTION, SensorSettings
 
 __all__ = ["DISTINCT_SOURCES_LIMIT", "jsonl_lines", "register", "run_sensor"]
@@ -215,10 +217,6 @@ def run_sensor(
     progress_enabled: bool | None = None,
 ) -> str:
     """Fold ``captures`` into ``out`` (and ``jsonl``); return the summary text."""
-    # the parser is imported here so that --help works without numpy warm-up
-    from sensor.capture import CaptureStats, iter_packet_batches
-    from sensor.progress import Progress
-
     if not settings.darknet:
         raise ConfigError("--darknet", "no dark prefixes given (flag, [sensor] darknet or "
                           "DARKNET_IODEF_SENSOR_DARKNET)")
