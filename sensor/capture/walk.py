@@ -121,28 +121,28 @@ def walk_chain(fmt: ChainFormat, start: int, end: int) -> WalkResult:
     e = c.copy()  # where each lane ended
     reached = np.zeros(L, dtype=bool)
     bad = np.zeros(L, dtype=bool)
-    rows: list[I64] = []
     act = np.arange(L, dtype=np.int64)
     p = c.copy()
+    lane_bound = bound
+    rec_lanes: list[I64] = []  # per step: the lanes that had a record there ...
+    rec_pos: list[I64] = []  # ... and where
     while act.size:
-        full = act.size == L
-        # steady state: every lane has a whole, valid record -- a handful of numpy calls
+        # usual step: every active lane has a whole, valid record -- a handful of numpy calls
         n = fmt.len32[p + fmt.len_off].astype(np.int64)
         nxt = p + fmt.base + n
-        lane_bound = bound if full else bound[act]
         quick = (n <= fmt.max_len) & (nxt < lane_bound)
         if fmt.min_len:
             quick &= n >= fmt.min_len
         if fmt.align4:
             quick &= (n & 3) == 0
-        if full and quick.all():
-            rows.append(p)
+        if quick.all():
+            rec_lanes.append(act)
+            rec_pos.append(p)
             p = nxt
             continue
         nxt, ok, badlen = _step(fmt, p, end)
-        row = np.full(L, -1, dtype=np.int64)
-        row[act[ok]] = p[ok]
-        rows.append(row)
+        rec_lanes.append(act[ok])
+        rec_pos.append(p[ok])
         stopped = ~ok
         if stopped.any():
             sl = act[stopped]
@@ -154,9 +154,10 @@ def walk_chain(fmt: ChainFormat, start: int, end: int) -> WalkResult:
             dl = act[done]
             e[dl] = nxt[done]
             reached[dl] = True
-        act = act[go]
-        p = nxt[go]
-    grid = np.stack(rows, axis=1) if rows else np.full((L, 0), -1, dtype=np.int64)
+        act, p, lane_bound = act[go], nxt[go], lane_bound[go]
+    grid = np.full((L, len(rec_pos)), -1, dtype=np.int64)
+    for k, (lanes_k, pos_k) in enumerate(zip(rec_lanes, rec_pos, strict=True)):
+        grid[lanes_k, k] = pos_k
 
     match = reached[:-1] & (e[:-1] == c[1:])
     mism = np.flatnonzero(~match)
