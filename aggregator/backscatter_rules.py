@@ -37,12 +37,27 @@ def classify_backscatter(
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """(is_backscatter, is_icmp_error) per flow tuple."""
     proto = flows["protocol"]
-    itype = flows["src_port"]  # ICMP type travels in the source-port field
     flags = flows["tcp_flags"]
     tcp_bs = (proto == 6) & ((((flags & _SYN) != 0) & ((flags & _ACK) != 0)) | ((flags & _RST) != 0))
-    v4 = flows["ip_version"] == 4
-    icmp4 = (proto == 1) & v4
-    icmp6 = (proto == 58) & ~v4
-    err = (icmp4 & np.isin(itype, ICMP4_ERRORS)) | (icmp6 & np.isin(itype, ICMP6_ERRORS))
-    bs = tcp_bs | (icmp4 & np.isin(itype, ICMP4_TYPES)) | (icmp6 & np.isin(itype, ICMP6_TYPES))
+    bs = tcp_bs
+    err = np.zeros(proto.shape[0], dtype=bool)
+    icmp = np.flatnonzero((proto == 1) | (proto == 58))
+    if icmp.size:
+        # only the ICMP rows: table lookups by type, the version deciding the table
+        itype = np.minimum(flows["src_port"][icmp], 255)
+        v6 = (proto[icmp] == 58) & (flows["ip_version"][icmp] != 4)
+        v4 = (proto[icmp] == 1) & (flows["ip_version"][icmp] == 4)
+        bs = bs.copy()
+        bs[icmp] = (v4 & _BS4[itype]) | (v6 & _BS6[itype])
+        err[icmp] = (v4 & _ERR4[itype]) | (v6 & _ERR6[itype])
     return bs, err
+
+
+def _table(types: tuple[int, ...]) -> npt.NDArray[np.bool_]:
+    t = np.zeros(256, dtype=bool)
+    t[list(types)] = True
+    return t
+
+
+_BS4, _ERR4 = _table(ICMP4_TYPES), _table(ICMP4_ERRORS)
+_BS6, _ERR6 = _table(ICMP6_TYPES), _table(ICMP6_ERRORS)

@@ -93,9 +93,17 @@ class BogonTable:
 
     def match(self, addrs: npt.NDArray[np.void]) -> npt.NDArray[np.int64]:
         """Index of the registry entry that makes each address a bogon, or -1."""
-        lab = self._set.lookup(addrs)
+        return self._match(self._set.lookup(addrs))
+
+    def _match(self, lab: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         bog = self._is_bogon[lab]  # label -1 indexes the trailing False
         return np.where(bog, lab, -1)
+
+    def is_bogon_halves(
+        self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]
+    ) -> npt.NDArray[np.bool_]:
+        """:meth:`is_bogon` from precomputed address halves (:func:`aggregator.keys.addr_halves`)."""
+        return np.asarray(self._is_bogon[self._set.lookup_halves(hi, lo)])
 
     def is_bogon(self, addrs: npt.NDArray[np.void]) -> npt.NDArray[np.bool_]:
         return self.match(addrs) >= 0

@@ -31,7 +31,7 @@ from aggregator.backscatter import BackscatterDetector
 from aggregator.backscatter_rules import classify_backscatter
 from aggregator.bogons import BogonTable, load_bogons
 from aggregator.detector import BatchView, Context, Detector
-from aggregator.keys import addr_key, dst32
+from aggregator.keys import addr_halves, dst32_of_halves, key_of_halves
 from aggregator.known_scanners import KnownScanners
 from aggregator.scan import ScanDetector
 from aggregator.settings import AggregatorSettings
@@ -142,24 +142,31 @@ class Aggregator:
 
     def _view(self, batch: FlowBatch) -> BatchView:
         f = batch.flows
-        key, is4 = addr_key(f["src_ip"])
+        hi, lo = addr_halves(f["src_ip"])  # once: keys, bogons and the darknet test share them
+        key, is4 = key_of_halves(hi, lo)
         bs, err = classify_backscatter(f)
         reasons = np.zeros(f.shape[0], dtype=np.uint16)
-        bogon = self.bogons.is_bogon(f["src_ip"])
+        bogon = self.bogons.is_bogon_halves(hi, lo)
         if self.internal is not None and bogon.any():
-            bogon &= ~self.internal.contains_addr16(f["src_ip"])
+            bogon[bogon] &= ~self.internal.contains_addr16(f["src_ip"][bogon])
         reasons[bogon] |= np.uint16(sr.BOGON)
-        reasons[self.darknet.contains_addr16(f["src_ip"])] |= np.uint16(sr.DARK)
+        dark = np.zeros(f.shape[0], dtype=bool)
+        dark[is4] = self.darknet.contains_v4(key[is4].astype(np.uint32))
+        if not is4.all():
+            v6 = ~is4
+            dark[v6] = self.darknet.contains_addr16(f["src_ip"][v6])
+        reasons[dark] |= np.uint16(sr.DARK)
+        dhi, dlo = addr_halves(f["dst_ip"])
         return BatchView(
             batch=batch,
             src_key=key,
             src_is4=is4,
-            dst32=dst32(f["dst_ip"]),
+            dst32=dst32_of_halves(dhi, dlo),
             backscatter=bs,
             icmp_error=err,
             reasons=reasons,
             packets=f["packet_count"].astype(np.uint64),
-            same_addr=f["src_ip"] == f["dst_ip"],
+            same_addr=(hi == dhi) & (lo == dlo),
         )
 
     def end_interval(self, now_ns: int, force: bool = False) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from aggregator.keyindex import mix64
 
-__all__ = ["addr_halves", "addr_key", "dst32", "net16", "v4_part"]
+__all__ = ["addr_halves", "addr_key", "dst32", "dst32_of_halves", "key_of_halves", "net16", "v4_part"]
 
 _V6_FLAG = np.uint64(1 << 63)
 _LOW63 = np.uint64((1 << 63) - 2)  # clears the low bit too: a key is never all ones
@@ -46,7 +46,13 @@ def _is_v4(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> npt.NDArra
 
 def addr_key(addrs: npt.NDArray[np.void]) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
     """uint64 state keys of ``V16`` addresses, and which ones are IPv4."""
-    hi, lo = addr_halves(addrs)
+    return key_of_halves(*addr_halves(addrs))
+
+
+def key_of_halves(
+    hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
+    """:func:`addr_key` from precomputed :func:`addr_halves`."""
     is4 = _is_v4(hi, lo)
     key = v4_part(lo)
     if not is4.all():
@@ -58,7 +64,10 @@ def addr_key(addrs: npt.NDArray[np.void]) -> tuple[npt.NDArray[np.uint64], npt.N
 
 def dst32(addrs: npt.NDArray[np.void]) -> npt.NDArray[np.uint64]:
     """Destination in 32 bits: IPv4 itself, IPv6 hashed (as uint64 values < 2^32)."""
-    hi, lo = addr_halves(addrs)
+    return dst32_of_halves(*addr_halves(addrs))
+
+
+def dst32_of_halves(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     is4 = _is_v4(hi, lo)
     out = v4_part(lo)
     if not is4.all():

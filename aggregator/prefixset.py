@@ -70,7 +70,9 @@ class PrefixSet:
 
     def lookup(self, addrs: npt.NDArray[np.void]) -> npt.NDArray[np.int64]:
         """Label of the most specific prefix holding each ``V16`` address (-1: none)."""
-        hi, lo = addr_halves(addrs)
+        return self.lookup_halves(*addr_halves(addrs))
+
+    def lookup_halves(self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
         is4 = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
         out = np.full(hi.shape[0], -1, dtype=np.int64)
         if is4.any():

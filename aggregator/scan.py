@@ -182,6 +182,14 @@ class ScanDetector:
         ports = (s["dst_port"].astype(np.uint64) << np.uint64(16)) | s["src_port"].astype(np.uint64)
         ident = s["tcp_seq"].astype(np.uint64) | (s["ip_id"].astype(np.uint64) << _U32)
         probe = mix64(mix64(d | (ports << _U32)) ^ ident)
+        # one sort by probe; only probes seen more than once are looked at closer
+        by_probe = group(probe)
+        counts = np.diff(np.r_[by_probe.starts, probe.shape[0]])
+        multi = counts >= 2
+        if not multi.any():
+            return
+        keep = multi[by_probe.inv]
+        probe, skeys = probe[keep], skeys[keep]
         pg = group(mix64(probe ^ mix64(skeys)))  # unique (probe, source)
         first = pg.order[pg.starts]
         per_probe = group(probe[first])

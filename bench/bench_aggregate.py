@@ -6,8 +6,9 @@ Usage: ``python bench/bench_aggregate.py [--sources 10000000] [--minutes 60]
 Event time is one hour of 60 s intervals on a /16 telescope. Each interval
 brings sources/minutes new one-packet-ish sources (two flow tuples each, to
 two dark addresses: background radiation), a hundred victims' backscatter,
-and ``--scanners`` scanners probing 2,000 dark addresses a minute each
-(with samples). Batches are made with numpy before the clock starts; only
+and ``--scanners`` ZMap scanners probing 2,000 dark addresses a minute each;
+probe samples as the sensor keeps them (both packets of each background
+source, four per scanner). Batches are made with numpy before the clock starts; only
 ``Aggregator.process`` (and the interval ends it triggers) is timed, on one
 core. Memory is the process's peak resident set size (ru_maxrss) before and
 after, and the detectors' own array bytes at the end.
@@ -85,14 +86,30 @@ def make_batch(k: int, per_minute: int, scanners: int, rng: np.random.Generator)
     f["last_ns"] = ts
     slot = ((ts - start) * SLOTS // MIN).astype(np.intp)
     f["slot_counts"][np.arange(n), slot] = 1
-    s = np.zeros(scanners * 3, dtype=SAMPLE_DTYPE)
-    s["src_ip"] = addr16_from_v4(np.repeat(np.arange(scanners, dtype=np.uint32) + 0x5B000000, 3))
-    s["dst_ip"] = addr16_from_v4(DARK_BASE + np.arange(scanners * 3, dtype=np.uint32))
-    s["ip_id"] = 54321
-    s["protocol"] = 6
-    s["tcp_flags"] = 0x02
+    # probe samples as the sensor keeps them (its first packets per source and
+    # interval, 4 by default): both packets of each background source, 4 per scanner
+    bg_idx = np.arange(n_bg)
+    sc_idx = n_bg + (np.arange(scanners)[:, None] * 2000 + np.arange(4)[None, :]).reshape(-1)
+    pick = np.concatenate([bg_idx, sc_idx])
+    s = np.zeros(pick.shape[0], dtype=SAMPLE_DTYPE)
+    for name in (
+        "ts_ns",
+        "src_ip",
+        "dst_ip",
+        "src_port",
+        "dst_port",
+        "tcp_window",
+        "ip_len",
+        "protocol",
+        "ttl",
+    ):
+        s[name] = f[name if name != "ts_ns" else "first_ns"][pick]
+    s["tcp_flags"] = f["tcp_flags"][pick]
     s["ip_version"] = 4
-    s["ttl"] = 250
+    s["ip_id"] = rng.integers(0, 65536, pick.shape[0])
+    s["tcp_seq"] = rng.integers(0, 2**32, pick.shape[0], dtype=np.uint64)
+    s["ip_id"][n_bg:] = 54321  # the scanners are ZMap
+    s["ttl"][n_bg:] = 250
     return FlowBatch(start, MIN, "bench", f, s)
 
 
