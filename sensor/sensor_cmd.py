@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from darknet_iodef.addresses import DarkPrefixes
+from darknet_iodef.bus.flows import partition_batch
 from darknet_iodef.errors import CaptureError, ConfigError
 from darknet_iodef.flowtuple import FlowBatch, flow_rows_as_dicts, sample_rows_as_dicts, write_batch
 from darknet_iodef.settings import load
@@ -41,12 +42,15 @@ from sensor.live import command as live_command
 from sensor.progress import Progress
 from sensor.settings import SECTION, SensorSettings
 
-__all__ = ["DISTINCT_SOURCES_LIMIT", "jsonl_lines", "register", "run_sensor"]
+__all__ = ["DISTINCT_SOURCES_LIMIT", "FILE_BATCH_MAX_BYTES", "jsonl_lines", "register", "run_sensor"]
 
 log = logging.getLogger(__name__)
 
 #: the end-of-run summary counts distinct sources exactly up to this many
 DISTINCT_SOURCES_LIMIT = 1_000_000
+#: an interval's batch larger than this is written as several frames of the same
+#: interval, its counters on the first (readers refuse frames over 256 MB)
+FILE_BATCH_MAX_BYTES = 64 * 1024 * 1024
 
 DESCRIPTION = """\
 Fold captures into flow summaries: per interval of event time (default 60 s),
@@ -80,7 +84,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                      help="capture live on IFACE until SIGTERM/SIGINT (docs/live-capture.md)")
     p.add_argument("--darknet", metavar="CIDR[,CIDR...]",
                    help="the dark prefixes, IPv4 and IPv6, e.g. 198.18.0.0/15,2001:db8::/32")
-    p.add_argument("--out", required=True, metavar="FLOWS", help="binary flow file to write")
+    p.add_argument("--out", metavar="FLOWS", help="binary flow file to write (or --kafka)")
+    p.add_argument("--kafka", metavar="HOST:PORT[,...]",
+                   help="publish the flow batches to Kafka instead of --out (docs/pipeline.md)")
     p.add_argument("--jsonl", metavar="FILE", help="also write the records as JSON lines ('-': stdout)")
     p.add_argument("--interval", metavar="SECONDS", help="interval of event time (default 60)")
     p.add_argument("--samples-per-source", metavar="K",
@@ -102,6 +108,12 @@ def _main(args: argparse.Namespace) -> int:
     }
     table = getattr(args, "config_table", None) or {}
     settings = load(SensorSettings, SECTION, table.get(SECTION), os.environ, overrides)
+    if args.kafka:
+        from darknet_iodef.pipeline.cli import sensor_kafka
+
+        return sensor_kafka(args, settings)
+    if not args.out:
+        raise ConfigError("--out", "give a flow file to write (or --kafka HOST:PORT)")
     if args.interface:
         return live_command.run_interface(args, settings)
     summary = run_sensor(args.pcap, settings, Path(args.out), args.jsonl)
@@ -244,7 +256,9 @@ def run_sensor(
 
         def emit(batches: list[FlowBatch]) -> None:
             for fb in batches:
-                write_batch(cast(BinaryIO, flows_fh), fb)
+                # a huge interval is cut into frames readers accept, as on Kafka
+                for _, part in partition_batch(fb, 1, FILE_BATCH_MAX_BYTES):
+                    write_batch(cast(BinaryIO, flows_fh), part)
                 summary.add(fb)
                 if json_fh is not None:
                     json_fh.write("\n".join(jsonl_lines(fb)) + "\n")

@@ -372,3 +372,24 @@ def test_jsonl_to_stdout_keeps_the_summary_on_stderr(repo_root: Path, tmp_path: 
     assert captured.err.startswith("sensor: 1 capture(s), 40,000 packets, ")
     distinct = {bytes(x) for b in batches for x in b.flows["src_ip"].tolist()}  # IPv4 and IPv6
     assert f", {len(distinct):,} distinct sources, " in captured.err
+
+
+def test_big_intervals_are_cut_into_frames_of_the_same_interval(
+    repo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sensor.sensor_cmd as cmd
+
+    capture = str(repo_root / "pcaps" / "sample-darknet.pcap")
+    args = ["--pcap", capture, "--darknet", "198.18.0.0/16,2001:2::/48"]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    whole = read_flows(sensor(tmp_path / "a", *args)[1])
+    monkeypatch.setattr(cmd, "FILE_BATCH_MAX_BYTES", 200_000)
+    cut = read_flows(sensor(tmp_path / "b", *args)[1])
+    assert len(cut) > len(whole) == 6
+    for w in whole:
+        parts = [c for c in cut if c.interval_start_ns == w.interval_start_ns]
+        assert all(len(p.flows) * 120 + len(p.samples) * 116 < 200_000 for p in parts)
+        assert b"".join(p.flows.tobytes() for p in parts) == w.flows.tobytes()
+        assert b"".join(p.samples.tobytes() for p in parts) == w.samples.tobytes()
+        assert [dict(p.stats) for p in parts] == [dict(w.stats)] + [{}] * (len(parts) - 1)
