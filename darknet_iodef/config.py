@@ -56,6 +56,7 @@ SECTIONS: dict[str, str] = {
     "receiver": "reporter.delivery_settings:ReceiverSettings",
     "bus": "darknet_iodef.bus.settings:BusSettings",
     "metrics": "darknet_iodef.metrics:MetricsSettings",
+    "pipeline": "darknet_iodef.pipeline.settings:PipelineSettings",
 }
 
 _classes: dict[str, type] = {}

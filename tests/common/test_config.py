@@ -69,7 +69,7 @@ def test_check_lists_every_problem_one_line_each(tmp_path: Path) -> None:
     env = {"DARKNET_IODEF_BUS_KAFAK": "h:1", "DARKNET_IODEF_SHARED": "/elsewhere"}
     assert check_config(write(tmp_path, BAD), env) == [
         "setting [nosuch]: unknown section (known: sensor, live, aggregator, reporter, delivery, receiver, "
-        "bus, metrics)",
+        "bus, metrics, pipeline)",
         "setting DARKNET_IODEF_BUS_KAFAK: no such setting in [bus]",
         "setting [bus] kafka: 'localhost' is not HOST:PORT",
         "setting [bus] flows_partitions: must be at least 1, got 0",
