@@ -56,8 +56,8 @@ def _clamp_times(batch: FlowBatch) -> FlowBatch:
     lo, hi = batch.interval_start_ns, batch.interval_start_ns + batch.interval_ns
     if f.shape[0] == 0:
         return batch
-    bad = (f["first_ns"] < lo) | (f["first_ns"] > hi) | (f["last_ns"] < lo) | (f["last_ns"] > hi)
-    if not bad.any():
+    first, last = f["first_ns"], f["last_ns"]
+    if first.min() >= lo and last.max() <= hi and first.max() <= hi and last.min() >= lo:
         return batch
     f = f.copy()
     f["first_ns"] = np.clip(f["first_ns"], lo, hi)

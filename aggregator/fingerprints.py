@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -40,34 +41,36 @@ NMAP_TTL = (5, 59)
 MSS_ONLY = 0x02  # option kinds packed low byte first: one option, kind 2 (MSS)
 
 Arr = npt.NDArray[np.bool_]
+#: a sample array, or anything indexable by field name (``aggregator.detector.Fields``)
+Probes = Any
 
 
-def is_syn(s: npt.NDArray[np.void]) -> Arr:
+def is_syn(s: Probes) -> Arr:
     """A pure SYN (ECN bits allowed): no ACK, RST or FIN."""
     flags = s["tcp_flags"].astype(np.uint16)
     return (s["protocol"] == 6) & ((flags & (_SYN | _ACK | _RST | _FIN)) == _SYN)
 
 
-def _v4(s: npt.NDArray[np.void]) -> Arr:
+def _v4(s: Probes) -> Arr:
     return np.asarray(s["ip_version"] == 4)
 
 
-def _zmap(s: npt.NDArray[np.void]) -> Arr:
+def _zmap(s: Probes) -> Arr:
     return _v4(s) & (s["ip_id"] == 54321)
 
 
-def _masscan(s: npt.NDArray[np.void]) -> Arr:
+def _masscan(s: Probes) -> Arr:
     d = dst32(s["dst_ip"]).astype(np.uint32)
     want = (d ^ s["dst_port"].astype(np.uint32) ^ s["tcp_seq"].astype(np.uint32)) & np.uint32(0xFFFF)
     return _v4(s) & is_syn(s) & ((s["ip_id"].astype(np.uint32) & np.uint32(0xFFFF)) == want)
 
 
-def _mirai(s: npt.NDArray[np.void]) -> Arr:
+def _mirai(s: Probes) -> Arr:
     d = dst32(s["dst_ip"]).astype(np.uint32)
     return _v4(s) & is_syn(s) & (s["tcp_seq"].astype(np.uint32) == d)
 
 
-def _nmap(s: npt.NDArray[np.void]) -> Arr:
+def _nmap(s: Probes) -> Arr:
     return (
         is_syn(s)
         & np.isin(s["tcp_window"], NMAP_WINDOWS)
@@ -78,14 +81,14 @@ def _nmap(s: npt.NDArray[np.void]) -> Arr:
     )
 
 
-def unicorn_value(s: npt.NDArray[np.void]) -> npt.NDArray[np.uint32]:
+def unicorn_value(s: Probes) -> npt.NDArray[np.uint32]:
     """Unicornscan's per-scan constant: seq ^ dst ^ ((dport << 16) + sport)."""
     d = dst32(s["dst_ip"]).astype(np.uint32)
     ports = (s["dst_port"].astype(np.uint32) << np.uint32(16)) + s["src_port"].astype(np.uint32)
     return np.asarray(s["tcp_seq"].astype(np.uint32) ^ d ^ ports, dtype=np.uint32)
 
 
-def _unicorn_candidate(s: npt.NDArray[np.void]) -> Arr:
+def _unicorn_candidate(s: Probes) -> Arr:
     return is_syn(s)
 
 
@@ -93,7 +96,7 @@ def _unicorn_candidate(s: npt.NDArray[np.void]) -> Arr:
 class Fingerprint:
     name: str
     rule: str  # for the evidence text
-    test: Callable[[npt.NDArray[np.void]], Arr]
+    test: Callable[[Probes], Arr]
     #: True: ``test`` only says the probe *can* match; the probes must also share
     #: one :func:`unicorn_value` (the scan detector keeps the first one per source)
     constant: bool = False
@@ -113,9 +116,12 @@ TOOLS: tuple[Fingerprint, ...] = (
 )
 
 
-def tool_matches(samples: npt.NDArray[np.void]) -> npt.NDArray[np.bool_]:
-    """(len(samples), len(TOOLS)) boolean: which per-probe tests each sample passes."""
-    out = np.zeros((samples.shape[0], len(TOOLS)), dtype=bool)
+def tool_matches(samples: Any) -> npt.NDArray[np.bool_]:
+    """(len(samples), len(TOOLS)) boolean: which per-probe tests each sample passes.
+
+    ``samples``: a sample array or anything indexable by field name (``Fields``).
+    """
+    out = np.zeros((len(samples), len(TOOLS)), dtype=bool)
     for j, fp in enumerate(TOOLS):
         out[:, j] = fp.test(samples)
     return out

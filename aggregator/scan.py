@@ -141,7 +141,8 @@ class ScanDetector:
         ok = srow >= 0
         if not ok.any():
             return
-        s = samples[ok]
+        # gather fields, never whole records (see Fields)
+        s = Fields(samples, np.flatnonzero(ok))
         g = group(srow[ok].astype(np.uint64), stable=True)
         rows = g.keys.astype(np.int64)
         c = self.src.cols
@@ -171,7 +172,7 @@ class ScanDetector:
                 np.uint8
             )
 
-    def _find_decoys(self, s: npt.NDArray[np.void], skeys: npt.NDArray[np.uint64]) -> None:
+    def _find_decoys(self, s: Fields, skeys: npt.NDArray[np.uint64]) -> None:
         """Sources that sent the very same probe (destination, ports, seq, IP ID): decoys.
 
         ``nmap -D`` sends each probe once from the real address and once from
