@@ -107,13 +107,20 @@ def flow_rows(
     else:
         keys["src_ip"] = addr16(pk["ip_version"], pk["src_ip4"], pk["src_ip6"])
         keys["dst_ip"] = addr16(pk["ip_version"], pk["dst_ip4"], pk["dst_ip6"])
+    # each field is one pass over the batch: skip the ones that stay zero or
+    # need no choice (no ICMP error, no ICMP, no fragment: the usual batch)
     has_inner = (pk["layers"] & LAYER_INNER) != 0
-    keys["quoted_dst_ip"] = _quoted(pk, "dst")
-    keys["quoted_protocol"] = np.where(has_inner, pk["inner_protocol"], 0)
-    keys["quoted_dst_port"] = _inner_port(pk, "dst")
+    if has_inner.any():
+        keys["quoted_dst_ip"] = _quoted(pk, "dst")
+        keys["quoted_protocol"] = np.where(has_inner, pk["inner_protocol"], 0)
+        keys["quoted_dst_port"] = _inner_port(pk, "dst")
     keys["src_mac"] = pk["src_mac"]
-    keys["src_port"] = np.where(is_icmp, pk["icmp_type"], pk["src_port"])
-    keys["dst_port"] = np.where(is_icmp, pk["icmp_code"], pk["dst_port"])
+    if is_icmp.any():
+        keys["src_port"] = np.where(is_icmp, pk["icmp_type"], pk["src_port"])
+        keys["dst_port"] = np.where(is_icmp, pk["icmp_code"], pk["dst_port"])
+    else:
+        keys["src_port"] = pk["src_port"]
+        keys["dst_port"] = pk["dst_port"]
     keys["ip_len"] = np.minimum(pk["ip_len"], 0xFFFF)
     keys["vlan"] = pk["vlan"]
     flags = pk["tcp_flags"]
@@ -123,9 +130,11 @@ def flow_rows(
     keys["tcp_flags"] = np.where(is_tcp, flags & 0xFF, 0)
     keys["protocol"] = proto
     keys["ttl"] = pk["ttl"]
-    keys["ip_flags"] = (pk["frag_flags"] & (FRAG_MF | FRAG_DF | FRAG_RESERVED)) | np.where(
-        pk["frag_offset"] != 0, IPF_FRAGMENT, 0
-    ).astype(np.uint8)
+    ip_flags = pk["frag_flags"] & (FRAG_MF | FRAG_DF | FRAG_RESERVED)
+    fragment = pk["frag_offset"] != 0
+    if fragment.any():
+        ip_flags = ip_flags | np.where(fragment, IPF_FRAGMENT, 0).astype(np.uint8)
+    keys["ip_flags"] = ip_flags
     keys["ip_version"] = pk["ip_version"]
     return keys
 
