@@ -39,8 +39,10 @@ _TEXT = {"src_mac", "src_ip4", "dst_ip4", "src_ip6", "dst_ip6", "inner_src_ip4",
 def _ip4_text(v: npt.NDArray[np.uint32], present: npt.NDArray[np.bool_]) -> npt.NDArray[np.str_]:
     out = np.full(v.size, "", dtype=object)
     if present.any():
-        b = v[present].astype(">u4").view(np.uint8).reshape(-1, 4).astype(str).astype(object)
-        out[present] = b[:, 0] + "." + b[:, 1] + "." + b[:, 2] + "." + b[:, 3]
+        q = v[present].astype(">u4").view(np.uint8).reshape(-1, 4).astype("U3")
+        dot = np.strings.add
+        text = dot(dot(dot(dot(dot(dot(q[:, 0], "."), q[:, 1]), "."), q[:, 2]), "."), q[:, 3])
+        out[present] = text.astype(object)
     return out
 
 
@@ -99,17 +101,21 @@ def format_rows(batch: npt.NDArray[np.void], fmt: str) -> str:
     """CSV lines or JSON lines (no header) for one batch, each line ending in a newline."""
     if not batch.size:
         return ""
-    cols = [_column(batch, n) for n in COLUMNS]
+    cols: list[list[object]] = []
+    for name in COLUMNS:
+        if name in _TEXT:
+            texts = _column(batch, name).tolist()
+            if fmt == "jsonl":
+                # texts hold only [0-9a-f.:-]: quoting needs no escaping; absent -> null
+                texts = [f'"{t}"' if t else "null" for t in texts]
+            cols.append(texts)
+        else:
+            cols.append(batch[name].tolist())
     if fmt == "jsonl":
-        # texts hold only [0-9a-f.:-], so quoting needs no escaping; absent text -> null
-        for i, n in enumerate(COLUMNS):
-            c = cols[i]
-            if n in _TEXT:
-                quoted = np.char.add(np.char.add('"', c.astype(str)), '"').astype(object)
-                c = np.where(c == "", "null", quoted)
-            cols[i] = np.char.add(f'"{n}":', c.astype(str)).astype(object)
-        return "".join("{" + ",".join(r) + "}\n" for r in zip(*cols, strict=True))
-    return "".join(",".join(r) + "\n" for r in zip(*cols, strict=True))
+        line = "{" + ",".join(f'"{n}":%s' for n in COLUMNS) + "}\n"
+    else:
+        line = ",".join("%s" for _ in COLUMNS) + "\n"
+    return "".join([line % row for row in zip(*cols, strict=True)])
 
 
 def _packets(paths: list[str], stats: CaptureStats, count: int | None,
