@@ -56,7 +56,7 @@ def parse_pcap_header(head: bytes, source: str) -> PcapHeader:
     bo: Literal["little", "big"] = "little" if order == "<" else "big"
     snaplen = int.from_bytes(head[16:20], bo)
     # the upper bits of the link-type word carry the FCS length (pcap draft, section 4)
-    linktype = int.from_bytes(head[20:24], bo) & 0x0FFFFFF
+    linktype = int.from_bytes(head[20:24], bo) & 0xFFFF
     return PcapHeader(order, ns, rec, snaplen, linktype)
 
 

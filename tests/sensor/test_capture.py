@@ -288,3 +288,10 @@ def test_unknown_link_type_is_counted_and_reported_once(write: Write) -> None:
 @pytest.fixture
 def write(write_file: Write) -> Write:
     return write_file
+
+
+def test_fcs_bits_of_the_link_type_word_are_ignored(write: Write) -> None:
+    # pcap draft section 4: bit 28 says the FCS length in bits 26-27 is valid
+    p = write("f.pcap", pcap_bytes([(T0, syn(1))], linktype=0x14000001))
+    got = read_all(p)
+    assert (int(got["linktype"][0]), int(got["dst_port"][0])) == (1, 80)
