@@ -86,6 +86,7 @@ class AggregatorStage(Stage):
         checkpoints: CheckpointStore | None = None,
         checkpoint_interval_s: float = 30.0,
         sensor_lag_s: int = 600,
+        sensors: frozenset[str] = frozenset(),
         metrics: AggregatorMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -97,6 +98,7 @@ class AggregatorStage(Stage):
         self.checkpoints = checkpoints
         self.checkpoint_interval_s = checkpoint_interval_s
         self.lag_ns = sensor_lag_s * 1_000_000_000
+        self.sensors = sensors
         self.metrics = metrics
         self._clock = clock
         self.parts: dict[TopicPartition, _Partition] = {}
@@ -110,7 +112,7 @@ class AggregatorStage(Stage):
         part = self.parts.get(tp)
         if part is None:
             engine = Aggregator(self.settings, self.darknet, self.known)
-            part = _Partition(engine, PartitionAligner(self.lag_ns))
+            part = _Partition(engine, PartitionAligner(self.lag_ns, self.sensors))
             if self.checkpoints is not None:
                 restored = self.checkpoints.load(tp[0], tp[1], engine)
                 if restored is not None:

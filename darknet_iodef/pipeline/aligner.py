@@ -18,6 +18,12 @@ order) and makes the result independent of arrival order. A sensor that falls
 more than ``lag_ns`` of event time behind the newest one is not waited for
 (it may have stopped); its later parts are handed over as they come and
 counted as late. ``drain`` releases everything at the end of a finite input.
+
+Sensors are learnt from their parts; a sensor that has not sent anything yet
+cannot be waited for -- unless it is named in ``expected`` (``[pipeline]
+sensors``): then the partition waits for it, too, until the newest interval
+is ``lag_ns`` past the first one seen. Naming the sensors makes the result
+independent of which sensor's messages reach the broker first.
 """
 
 from __future__ import annotations
@@ -57,16 +63,22 @@ class PartitionAligner:
     """Hold parts until their interval is complete on this partition; release in canonical order."""
 
     lag_ns: int
+    #: sensors to wait for even before their first part (``[pipeline] sensors``)
+    expected: frozenset[str] = frozenset()
     #: newest interval start seen per sensor
     sensors: dict[str, int] = field(default_factory=dict)
     #: intervals starting before this were released
     released_until: int | None = None
     late_parts: int = 0
+    #: the first interval start seen on this partition
+    first_start: int | None = None
     _pending: dict[tuple[int, str], list[tuple[int, FlowBatch]]] = field(default_factory=dict)
 
     def add(self, offset: int, batch: FlowBatch) -> list[FlowBatch]:
         """Take one part; returns what it completes (a late part is returned at once)."""
         start = batch.interval_start_ns
+        if self.first_start is None or start < self.first_start:
+            self.first_start = start
         if start > self.sensors.get(batch.sensor, -1):
             self.sensors[batch.sensor] = start
         if self.released_until is not None and start < self.released_until:
@@ -80,6 +92,9 @@ class PartitionAligner:
         if not self.sensors:
             return None
         newest = max(self.sensors.values())
+        missing = self.expected - self.sensors.keys()
+        if missing and self.first_start is not None and newest - self.first_start <= self.lag_ns:
+            return None  # a named sensor has not spoken yet, and it is not late yet
         return min(wm for wm in self.sensors.values() if wm >= newest - self.lag_ns)
 
     def ready(self) -> list[FlowBatch]:
@@ -120,4 +135,6 @@ class PartitionAligner:
         ru = meta.get("released_until")
         self.released_until = None if ru is None else int(ru)
         self.late_parts = int(meta.get("late_parts", 0))
+        fs = meta.get("first_start")
+        self.first_start = None if fs is None else int(fs)
         self._pending.clear()

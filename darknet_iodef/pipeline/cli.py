@@ -64,7 +64,10 @@ def _load(cls: type, section: str, doc: dict[str, Any], overrides: dict[str, Any
 
 
 def _pipeline(doc: dict[str, Any], args: argparse.Namespace) -> PipelineSettings:
-    overrides = {"checkpoint_dir": getattr(args, "checkpoint_dir", None)}
+    overrides = {
+        "checkpoint_dir": getattr(args, "checkpoint_dir", None),
+        "sensors": getattr(args, "sensors", None),
+    }
     settings: PipelineSettings = _load(PipelineSettings, SECTION, doc, overrides)
     return settings
 
@@ -302,6 +305,7 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
         checkpoints=CheckpointStore(pipe.checkpoint_dir),
         checkpoint_interval_s=pipe.checkpoint_interval_s,
         sensor_lag_s=pipe.sensor_lag_s,
+        sensors=pipe.sensor_names,
         metrics=aggregator_metrics(),
     )
     with _signals(stop):

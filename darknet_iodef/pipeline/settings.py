@@ -31,6 +31,11 @@ class PipelineSettings:
         "least wall time between two checkpoints of one partition; offsets are committed up to the "
         "last checkpoint, so this bounds what a restart re-reads (0 = after every closed interval)",
     )
+    sensors: str = setting(
+        "",
+        "names of the sensors, comma-separated: aggregators wait for each of them before closing an "
+        "interval (empty: the sensors seen so far; a sensor not yet heard from is then not waited for)",
+    )
     sensor_lag_s: int = setting(
         600,
         "event time an aggregator waits for a sensor that falls behind the others before it closes "
@@ -54,3 +59,7 @@ class PipelineSettings:
             raise ConfigError("[pipeline] report_grace_s", "must not be negative")
         if self.report_keep_periods < 1:
             raise ConfigError("[pipeline] report_keep_periods", "must be at least 1")
+
+    @property
+    def sensor_names(self) -> frozenset[str]:
+        return frozenset(n.strip() for n in self.sensors.split(",") if n.strip())
