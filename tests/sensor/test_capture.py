@@ -6,6 +6,7 @@ import bz2
 import gzip
 import lzma
 import struct
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -295,3 +296,21 @@ def test_fcs_bits_of_the_link_type_word_are_ignored(write: Write) -> None:
     p = write("f.pcap", pcap_bytes([(T0, syn(1))], linktype=0x14000001))
     got = read_all(p)
     assert (int(got["linktype"][0]), int(got["dst_port"][0])) == (1, 80)
+
+
+def test_peak_memory_does_not_grow_with_file_size(write: Write) -> None:
+    """Chunked reading: a 4x bigger file has the same peak of traced allocations."""
+    frame = syn(1)
+    rec = struct.pack("<IIII", 1_700_000_000, 0, len(frame), len(frame)) + frame
+    peaks = []
+    for count in (50_000, 200_000):
+        path = write(f"m{count}.pcap", pcap_bytes([])[:24] + rec * count)
+        tracemalloc.start()
+        try:
+            n = sum(b.size for b in iter_packet_batches(path, batch_size=4096, chunk_bytes=1 << 20))
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+        assert n == count
+    assert peaks[1] < 8 << 20  # the 1 MiB chunk, one batch and the decoder's temporaries
+    assert peaks[1] < peaks[0] * 1.25
