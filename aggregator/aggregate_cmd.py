@@ -61,7 +61,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--out", required=True, metavar="EVENTS.jsonl", help="events as JSON lines ('-': stdout)")
     p.add_argument("--allow-list", metavar="FILE", help="known research scanners: CSV prefix,name")
     p.add_argument(
-        "--checkpoint", metavar="FILE", help="restore state from FILE and save it after each input"
+        "--checkpoint",
+        metavar="FILE",
+        help="restore state from FILE and save it after each input (EVENTS is then appended to)",
     )
     p.add_argument("--feed-name", metavar="NAME", help="feed.name of the events")
     p.add_argument(
