@@ -191,14 +191,19 @@ def iter_pcapng(reader: ChunkReader, batch_size: int, stats: CaptureStats,
         res = walk_chain(fmt, pos, reader.end)
         stats.lanes_redone += res.redone
         b = res.starts
-        btype = u32[b]
+        # the first 28 bytes of every block as one (n, 7) block of uint32: type, length
+        # and, for packet blocks, interface, time high/low, captured and original length
+        hw = np.ndarray((reader.buf.size - 27,), dtype="V28", buffer=reader.buf, offset=0,
+                        strides=(1,))[b].view(sec.order + "u4").reshape(-1, 7)
+        btype = hw[:, 0]
         shb = np.flatnonzero(btype == BT_SHB)
         stop, bad = res.stop, res.bad
         if shb.size:
             stop, bad = int(b[shb[0]]), False
             b = b[:shb[0]]
             btype = btype[:shb[0]]
-        blen = u32[b + 4].astype(np.int64)
+            hw = hw[:shb[0]]
+        blen = hw[:, 1].astype(np.int64)
         trailer = u32[b + blen - 4]
         wrong = np.flatnonzero(trailer != blen)
         if wrong.size:
@@ -219,18 +224,22 @@ def iter_pcapng(reader: ChunkReader, batch_size: int, stats: CaptureStats,
             p = b[pk]
             t = btype[pk]
             bl = blen[pk]
+            ph = hw[pk] if pk.size < b.size else hw
             # number of interfaces declared before each packet block
-            known = n_before + np.searchsorted(idb, pk)
+            known = n_before + np.searchsorted(idb, pk) if idb.size else np.full(pk.size, n_before)
             spb = t == BT_SPB
             pb = t == BT_PB
-            iface = np.where(pb, u16[p + 8], u32[p + 8]).astype(np.int64)
-            iface[spb] = 0
-            cap = u32[p + 20].astype(np.int64)
-            wire = u32[p + 24].astype(np.int64)
+            iface = ph[:, 2].astype(np.int64)
+            if pb.any():
+                iface[pb] = u16[p[pb] + 8]  # the obsolete Packet Block: a 16-bit interface ID
+            if spb.any():
+                iface[spb] = 0
+            cap = ph[:, 5].astype(np.int64)
+            wire = ph[:, 6].astype(np.int64)
             data = p + 28
             room = bl - 32
             if spb.any():
-                wire[spb] = u32[p[spb] + 8]
+                wire[spb] = ph[spb, 2]
                 data[spb] = p[spb] + 12
                 room[spb] = bl[spb] - 16
                 snap = sec.ifaces[0].snaplen if sec.ifaces else 0
@@ -251,14 +260,19 @@ def iter_pcapng(reader: ChunkReader, batch_size: int, stats: CaptureStats,
                                    f"of {int(bl[k])} bytes")
             ts = np.zeros(p.size, dtype=np.int64)
             timed = ~spb
-            ticks = (u32[p + 12].astype(np.uint64) << np.uint64(32)) | u32[p + 16].astype(np.uint64)
+            ticks = (ph[:, 3].astype(np.uint64) << np.uint64(32)) | ph[:, 4].astype(np.uint64)
             linktype = np.zeros(p.size, dtype=np.int64)
-            for i in np.unique(iface).tolist():
+            lo, hi = int(iface.min()), int(iface.max())
+            for i in (range(lo, hi + 1) if hi - lo < 64 else np.unique(iface).tolist()):
                 ifc = sec.ifaces[i]
-                sel = iface == i
+                sel = iface == i if lo != hi else np.ones(p.size, dtype=bool)
+                if not sel.any():
+                    continue
                 linktype[sel] = ifc.linktype
                 tsel = sel & timed
-                if tsel.any():
+                if tsel.all():
+                    ts = _ticks_to_ns(ticks, ifc)
+                elif tsel.any():
                     ts[tsel] = _ticks_to_ns(ticks[tsel], ifc)
             if spb.any():
                 # SPBs carry no time: give them the last timestamp seen, so event-time
