@@ -88,6 +88,18 @@ def _parser() -> argparse.ArgumentParser:
         default="none",
         help="compress the capture file (the name is used as given)",
     )
+    p.add_argument(
+        "--byte-order",
+        choices=["little", "big"],
+        default="little",
+        help="byte order of the file's headers (pcapng: of its first section)",
+    )
+    p.add_argument(
+        "--sections",
+        type=int,
+        default=1,
+        help="pcapng: split the packets into this many sections, byte orders alternating",
+    )
     p.add_argument("--out", required=True, type=Path, help="capture file to write")
     p.add_argument("--labels", type=Path, help="labels JSON to write")
     p.add_argument("--packet-labels", type=Path, help="per-packet entity index to write (.npy, file order)")
@@ -118,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         start=args.start,
         interface_per_link=args.interface_per_link,
         snaplen=args.snaplen,
+        byte_order=args.byte_order,
+        sections=args.sections,
     )
     # write beside the target and rename: a failed run leaves no half-written capture
     part = args.out.with_name(args.out.name + ".part")

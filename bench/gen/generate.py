@@ -48,6 +48,10 @@ class GenOptions:
     interface_per_link: bool = False
     #: bytes kept per frame (0: whole frames)
     snaplen: int = 0
+    #: byte order of the file's headers (of the first section for pcapng)
+    byte_order: str = "little"
+    #: pcapng: split the packets into this many sections, byte orders alternating
+    sections: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +87,18 @@ def generate(opts: GenOptions, out: BinaryIO) -> Generated:
     t0 = time.perf_counter()
     rows, entities, dark, _ = plan(opts)
     ifaces = tuple(lk.name for lk in LINKS) if opts.interface_per_link else ()
-    writer = CaptureWriter(out, opts.fmt, opts.ts_resolution, ifaces, opts.snaplen)
-    for i in range(0, len(rows), CHUNK):
-        chunk = rows[i : i + CHUNK]
+    if opts.sections < 1 or (opts.sections > 1 and opts.fmt != "pcapng"):
+        raise ValueError("several sections need the pcapng format (and --sections is at least 1)")
+    writer = CaptureWriter(out, opts.fmt, opts.ts_resolution, ifaces, opts.snaplen, opts.byte_order)
+    orders = [opts.byte_order, "big" if opts.byte_order == "little" else "little"]
+    cuts = [len(rows) * k // opts.sections for k in range(opts.sections + 1)]
+    spans = []
+    for k in range(opts.sections):
+        spans += [(i, min(i + CHUNK, cuts[k + 1]), k) for i in range(cuts[k], cuts[k + 1], CHUNK)]
+    for i, j, k in spans:
+        if k and i == cuts[k]:
+            writer.new_section(orders[k % 2])
+        chunk = rows[i:j]
         lengths, groups = build_frame_groups(chunk)
         writer.write(chunk["ts_ns"], lengths, groups, chunk["link"])
     labels = {
@@ -97,6 +110,8 @@ def generate(opts: GenOptions, out: BinaryIO) -> Generated:
         "ts_resolution": opts.ts_resolution,
         "linktype": 1,
         "snaplen": opts.snaplen,
+        "byte_order": opts.byte_order,
+        "sections": opts.sections,
         "darknet": [str(n) for n in (*dark.v4, *dark.v6)],
         "telescope_size_v4": dark.size_v4,
         "start_ts_ns": int(opts.start * 1e9),

@@ -496,3 +496,36 @@ def test_cli_rejects_bad_darknets_in_one_line(
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and reason in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.iterdir())  # no half-written capture left
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"byte_order": "big"},
+        {"fmt": "pcapng", "sections": 3},
+        {"fmt": "pcapng", "byte_order": "big", "sections": 2},
+    ],
+    ids=["pcap-big", "pcapng-3-sections", "pcapng-big-2-sections"],
+)
+def test_byte_orders_and_sections_read_the_same_in_tshark(
+    tmp_path: Path, tshark: str, kw: dict[str, Any]
+) -> None:
+    def view(path: Path) -> str:
+        return subprocess.run(
+            [tshark, "-n", "-r", str(path), "-T", "fields", "-e", "frame.time_epoch", "-e", "frame.len",
+             "-e", "eth.src", "-e", "ip.src", "-e", "ipv6.src", "-e", "tcp.seq_raw"],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+
+    plain, other = tmp_path / "plain", tmp_path / "other"
+    _gen(plain, scenario="sample", seed=10, packets=12_000)
+    _gen(other, scenario="sample", seed=10, packets=12_000, **kw)
+    head = other.read_bytes()[:12]
+    if kw.get("fmt") == "pcapng":
+        want = bytes.fromhex("1a2b3c4d") if kw.get("byte_order") == "big" else bytes.fromhex("4d3c2b1a")
+        assert head[8:12] == want
+        assert other.read_bytes().count(bytes.fromhex("0a0d0d0a")) >= kw["sections"]
+    else:
+        assert head[:4] == bytes.fromhex("a1b2c3d4")  # big-endian magic
+    a, b = view(plain), view(other)
+    assert a == b and a.count("\n") == 12_000

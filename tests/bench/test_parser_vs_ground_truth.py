@@ -28,6 +28,9 @@ CASES: dict[str, dict[str, Any]] = {
     "pcap-snaplen": {"snaplen": 128},
     "pcapng-snaplen": {"fmt": "pcapng", "snaplen": 128},
     "several-prefixes": {"darknet": "192.0.2.0/24,198.51.100.0/25,2001:db8:1::/64"},
+    "pcap-big-endian": {"byte_order": "big", "ts_resolution": "ns"},
+    "pcapng-3-sections": {"fmt": "pcapng", "sections": 3, "interface_per_link": True},
+    "pcapng-big-first": {"fmt": "pcapng", "byte_order": "big", "sections": 2, "ts_resolution": "ns"},
 }
 
 
