@@ -157,7 +157,7 @@ class _Frames:
         self.status = np.zeros(self.n, dtype=np.uint8)
         self.layers = np.zeros(self.n, dtype=np.uint8)
         self.cols: dict[str, npt.NDArray[Any]] = {}
-        self.whole: set[str] = set()
+        self.written: set[str] = set()
 
     def put(self, name: str, rows: Idx, values: npt.ArrayLike) -> None:
         """``out[name][rows] = values``, through a contiguous column per field.
@@ -170,14 +170,19 @@ class _Frames:
         if rows.size == self.n:
             self.out[name] = values
             self.cols.pop(name, None)
-            self.whole.add(name)
+            self.written.add(name)
             return
         if not rows.size:
             return
         col = self.cols.get(name)
         if col is None:
-            # the block's rows start zeroed: copy them only when a whole-column write came first
-            col = self.out[name].copy() if name in self.whole else np.zeros(self.n, self.out.dtype[name])
+            if rows.size * 8 < self.n:
+                # a few rows: straight into the output
+                self.out[name][rows] = values
+                self.written.add(name)
+                return
+            # the block's rows start zeroed: copy them only when something was written already
+            col = self.out[name].copy() if name in self.written else np.zeros(self.n, self.out.dtype[name])
             self.cols[name] = col
         col[rows] = values
 
@@ -382,44 +387,77 @@ def _transport_window(B: _Bytes, w: U8x2, rel: I64, t: I64, at: int) -> U8x2:
 
 
 def _ipv4(F: _Frames, rows: Idx, p: I64) -> _Transport | None:
+    """IPv4 headers of ``rows`` (at ``p``); the rows that go on to a transport header.
+
+    Rows that fail a check are masked rather than copied out, so that the
+    usual block -- nearly all rows IPv4 -- writes whole output columns. When a
+    few rows of the block are something else (IPv6, ARP), the IPv4 arrays are
+    widened to the whole block and those rows masked too.
+    """
     B = F.B
+    live: Mask | None = None
+    if rows.size != F.n and rows.size * 2 > F.n:
+        wide = F.off.copy()  # a readable position for the rows that are not IPv4
+        wide[rows] = p
+        live = np.zeros(F.n, dtype=bool)
+        live[rows] = True
+        rows, p = np.arange(F.n), wide
     end = F.take(F.end, rows)
     short = p + 20 > end
-    if short.any():
-        F.set_status(rows[short], Status.TRUNCATED_IP)
-        rows, p, end = rows[~short], p[~short], end[~short]
     w = B.win(p, IP_WINDOW)
     b0 = w[:, 0].astype(np.int64)
     ihl = (b0 & 15) * 4
-    bad = ((b0 >> 4) != 4) | (ihl < 20)
-    if bad.any():
-        F.set_status(rows[bad], Status.BAD_IP_HEADER)
-        rows, p, end, ihl, w = rows[~bad], p[~bad], end[~bad], ihl[~bad], w[~bad]
-    if not rows.size:
+    bad = ~short & (((b0 >> 4) != 4) | (ihl < 20))
+    if live is not None:
+        short &= live
+        bad &= live
+    F.mark(rows, short, Status.TRUNCATED_IP)
+    F.mark(rows, bad, Status.BAD_IP_HEADER)
+    ok = ~(short | bad)
+    if live is not None:
+        ok &= live
+    n_ok = int(np.count_nonzero(ok))
+    if not n_ok:
         return None
+    if n_ok * 2 < rows.size:  # mostly failing rows: leave them behind
+        rows, p, end, ihl, w = rows[ok], p[ok], end[ok], ihl[ok], w[ok]
+        ok = np.ones(rows.size, dtype=bool)
+    every = n_ok == rows.size
+
+    def masked(x: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return x if every else np.where(ok, x, 0)
+
     tot = _c16(w, 2)
     ff = _c16(w, 6)
     proto = w[:, 9].astype(np.int64)
     frag_off = (ff & 0x1FFF) * 8
-    F.put("ip_version", rows, 4)
-    F.put("ip_len", rows, tot)
-    F.put("ip_id", rows, _v16(w, 4))
-    F.put("frag_flags", rows, ff >> 13)
-    F.put("frag_offset", rows, frag_off)
-    F.put("ttl", rows, w[:, 8])
-    F.put("protocol", rows, proto)
-    F.put("src_ip4", rows, _v32(w, 12))
-    F.put("dst_ip4", rows, _v32(w, 16))
-    F.add_layer(rows, LAYER_IP)
+    F.put("ip_version", rows, 4 if every else ok.astype(np.uint8) * 4)
+    F.put("ip_len", rows, masked(tot))
+    F.put("ip_id", rows, masked(_v16(w, 4)))
+    F.put("frag_flags", rows, masked(ff >> 13))
+    F.put("frag_offset", rows, masked(frag_off))
+    F.put("ttl", rows, masked(w[:, 8]))
+    F.put("protocol", rows, masked(proto))
+    F.put("src_ip4", rows, masked(_v32(w, 12)))
+    F.put("dst_ip4", rows, masked(_v32(w, 16)))
+    F.add_layer(rows if every else rows[ok], LAYER_IP)
+    if not every:
+        ihl = np.where(ok, ihl, 20)
     t = p + ihl
     # total length 0 is what TCP segmentation offload leaves: trust the capture then
     lim = np.where(tot > 0, np.minimum(end, p + tot), end)
-    opts_cut = t > end
-    bogus_len = (tot > 0) & (tot < ihl)
+    opts_cut = ok & (t > end)
+    bogus_len = ok & (tot > 0) & (tot < ihl)
     F.mark(rows, opts_cut, Status.TRUNCATED_IP)
     F.mark(rows, bogus_len & ~opts_cut, Status.BAD_IP_HEADER)
-    go = ~opts_cut & ~bogus_len & (frag_off == 0)
-    rows, p, t, lim, proto, ihl, w = _keep(go, rows, p, t, lim, proto, ihl, w)
+    go = ok & ~opts_cut & ~bogus_len & (frag_off == 0)
+    if int(np.count_nonzero(go)) * 2 < rows.size:
+        rows, p, t, lim, proto, ihl, w = _keep(go, rows, p, t, lim, proto, ihl, w)
+    elif not go.all():
+        # rows with no transport stay, with protocol 0, so the transport writes stay whole
+        proto = np.where(go, proto, 0)
+        ihl = np.where(go, ihl, 20)
+        t = p + ihl
     return _Transport(rows, t, _transport_window(B, w, ihl, t, 20), lim, proto, False)
 
 
