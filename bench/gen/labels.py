@@ -211,4 +211,5 @@ def summary_counts(rows: npt.NDArray[np.void], entities: list[dict[str, Any]]) -
         "vlan_tagged": int((rows["tags"] > 0).sum()),
         "vlan_stacked": int((rows["tags"] > 1).sum()),
         "ip_fragments": int(((rows["ipver"] == 4) & ((rows["frag"] & 0x3FFF) != 0)).sum()),
+        "ipv6_ext_headers": int(((rows["ipver"] == 6) & (rows["ext6"] != 0)).sum()),
     }

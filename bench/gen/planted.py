@@ -33,6 +33,9 @@ import numpy.typing as npt
 from bench.gen.addrs import DarkSpace, SourcePool, v4_text, v6_text
 from bench.gen.payloads import PAYLOADS, UDP_SERVICE_PAYLOAD
 from bench.gen.wire import (
+    EXT6_FRAG,
+    EXT6_HBH_DST,
+    EXT6_NONE,
     L4_ARP,
     L4_FRAG_TAIL,
     L4_ICMP_ECHO,
@@ -723,6 +726,10 @@ class Planter:
         rows["dport"] = np.where(echo, 0, rng.choice([22, 80, 443], size=n))
         rows["seq"] = rng.integers(0, 1 << 32, size=n, dtype=np.uint64)
         rows["ttl"] = 64 - rng.integers(6, 25, size=n)
+        # some carry extension headers the parser must walk: Hop-by-Hop + Destination
+        # Options, or an atomic Fragment header (RFC 6946)
+        rows["ext6"] = rng.choice([EXT6_NONE, EXT6_HBH_DST, EXT6_FRAG], size=n)
+        rows["ext_id"] = rng.integers(0, 1 << 32, size=n, dtype=np.uint64)
         meta = {
             "id": self.entity_id("background"),
             "role": "background",

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.gen.wire import (
+    EXT6_FRAG,
     L4_ARP,
     L4_FRAG_TAIL,
     L4_ICMP_ECHO,
@@ -27,6 +28,7 @@ from bench.gen.wire import (
     PROTO_TCP,
     PROTO_UDP,
     TCP_OPTION_LAYOUTS,
+    ext6_len,
     frame_lengths,
 )
 
@@ -86,10 +88,11 @@ def expected_packets(
     frag = rows["frag"].astype(np.int64)
     out["frag_flags"] = np.where(v4, ((frag & 0x2000) != 0) * 1 + ((frag & 0x4000) != 0) * 2, 0)
     out["frag_offset"] = np.where(v4, (frag & 0x1FFF) * 8, 0)
-    out["ip_id"] = np.where(v4, rows["ip_id"], 0)
+    frag6 = v6 & (rows["ext6"] == EXT6_FRAG)
+    out["ip_id"] = np.where(v4, rows["ip_id"], np.where(frag6, rows["ext_id"], 0))
     opt_len, kinds = _tcp_options(rows)
     l4len = _l4_len(rows, opt_len)
-    out["ip_len"] = np.where(v4, 20 + l4len, np.where(v6, 40 + l4len, 0))
+    out["ip_len"] = np.where(v4, 20 + l4len, np.where(v6, 40 + ext6_len(rows) + l4len, 0))
     out["src_ip4"] = np.where(v4, rows["src4"], 0)
     out["dst_ip4"] = np.where(v4, rows["dst4"], 0)
     src6 = np.where(v6[:, None], rows["src6"], 0).astype(np.uint8)

@@ -19,6 +19,8 @@ non-IP frames.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import numpy.typing as npt
 
@@ -26,6 +28,10 @@ from bench.gen.payloads import PAYLOADS
 
 __all__ = [
     "ETH_ARP",
+    "EXT6_FRAG",
+    "EXT6_HBH_DST",
+    "EXT6_LAYOUTS",
+    "EXT6_NONE",
     "L4_ARP",
     "L4_FRAG_TAIL",
     "L4_ICMP_ECHO",
@@ -47,6 +53,7 @@ __all__ = [
     "FrameGroup",
     "build_frame_groups",
     "build_frames",
+    "ext6_len",
     "frame_lengths",
     "take_rows",
 ]
@@ -70,6 +77,14 @@ L4_ICMP_ECHO = 3  # echo request / reply, ICMP or ICMPv6 (type in icmp_type)
 L4_ICMP_ERR = 4  # ICMP / ICMPv6 error quoting an IP header + 8 bytes
 L4_FRAG_TAIL = 5  # a non-first IPv4 fragment: raw data only
 L4_ARP = 6  # an ARP request (not IP at all)
+
+# IPv6 extension headers before the transport (``ext6`` column), RFC 8200 section 4
+EXT6_NONE = 0
+EXT6_HBH_DST = 1  # Hop-by-Hop Options then Destination Options, each 8 bytes of PadN
+EXT6_FRAG = 2  # an atomic Fragment header (offset 0, M = 0; RFC 6946), identification from ``ext_id``
+#: extension layout -> (header types in order, length in bytes)
+EXT6_LAYOUTS: dict[int, tuple[tuple[int, ...], int]] = {EXT6_NONE: ((), 0), EXT6_HBH_DST: ((0, 60), 16),
+                                                         EXT6_FRAG: ((44,), 8)}  # fmt: skip
 
 # TCP option layouts (``opts`` column): kinds in order, and byte length
 OPT_NONE = 0
@@ -98,6 +113,8 @@ SPEC_DTYPE = np.dtype(
         ("opts", "u1"),
         ("payload", "u1"),  # template id in payloads.PAYLOADS (0: zeros)
         ("paylen", "<u2"),  # payload bytes (template length, or zeros)
+        ("ext6", "u1"),  # IPv6 extension header layout (EXT6_*)
+        ("ext_id", "<u4"),  # identification of an IPv6 Fragment header
         # link
         ("vlan_outer", "<u2"),
         ("vlan_inner", "<u2"),
@@ -173,9 +190,17 @@ def _l4_len(rows: Spec) -> npt.NDArray[np.int64]:
     return out
 
 
+def ext6_len(rows: Spec) -> npt.NDArray[np.int64]:
+    """Bytes of IPv6 extension headers of each row (0 for IPv4)."""
+    out = np.zeros(len(rows), dtype=np.int64)
+    for code, (_, length) in EXT6_LAYOUTS.items():
+        out[(rows["ext6"] == code) & (rows["ipver"] == 6)] = length
+    return out
+
+
 def frame_lengths(rows: Spec) -> npt.NDArray[np.int64]:
     """Frame length in bytes of each row (Ethernet header to the end)."""
-    l3 = np.where(rows["ipver"] == 6, 40, 20)
+    l3 = np.where(rows["ipver"] == 6, 40 + ext6_len(rows), 20)
     length = _l2_len(rows["tags"]) + l3 + _l4_len(rows)
     arp = rows["l4"] == L4_ARP
     length[arp] = _l2_len(rows["tags"][arp]) + 28
@@ -301,7 +326,9 @@ def _build_group(rows: Spec) -> U8:
         return buf
     _put(buf, off, ETH_IPV6 if ipver == 6 else ETH_IPV4, ">u2")
     ip = off + 2
-    l3len = 40 if ipver == 6 else 20
+    ext = int(first["ext6"]) if ipver == 6 else EXT6_NONE
+    ext_len = EXT6_LAYOUTS[ext][1]
+    l3len = 40 + ext_len if ipver == 6 else 20
     t = ip + l3len
     l4len = int(_l4_len(rows[:1])[0])
     if ipver == 4:
@@ -323,8 +350,18 @@ def _build_group(rows: Spec) -> U8:
         pseudo = _word_sum(buf[:, ip + 12 : ip + 20])
     else:
         nxt = {L4_TCP: PROTO_TCP, L4_UDP: PROTO_UDP}.get(l4, PROTO_ICMPV6)
-        _ipv6_header(buf, ip, l4len, nxt, rows["ttl"], rows["src6"], rows["dst6"])
+        # the payload length counts the extension headers; the pseudo-header does not (RFC 8200 8.1)
+        chain = (*EXT6_LAYOUTS[ext][0], nxt)
+        _ipv6_header(buf, ip, ext_len + l4len, chain[0], rows["ttl"], rows["src6"], rows["dst6"])
         pseudo = _word_sum(buf[:, ip + 8 : ip + 40])
+        e = ip + 40
+        for kind, following in itertools.pairwise(chain):
+            _put(buf, e, following, "u1")
+            if kind == 44:  # Fragment: reserved, offset 0 and M = 0, identification
+                _put(buf, e + 4, rows["ext_id"], ">u4")
+            else:  # Hop-by-Hop / Destination Options: length 0 (8 bytes), one PadN option of 4
+                _put(buf, e + 2, 0x0104, ">u2")
+            e += 8
     if l4 == L4_TCP:
         opt_len = TCP_OPTION_LAYOUTS[opts][1]
         _put(buf, t, rows["sport"], ">u2")
@@ -421,6 +458,7 @@ def _shape_key(rows: Spec) -> npt.NDArray[np.uint64]:
     k = (k << np.uint64(4)) | rows["ipver"]
     k = (k << np.uint64(4)) | rows["l4"]
     k = (k << np.uint64(4)) | rows["opts"]
+    k = (k << np.uint64(2)) | rows["ext6"]
     k = (k << np.uint64(8)) | rows["payload"]
     k = (k << np.uint64(16)) | rows["paylen"]
     return k

@@ -21,8 +21,8 @@ DARKNET = "198.18.0.0/16,2001:2::/48"
 
 FIELDS = [
     "frame.time_epoch", "vlan.id", "ieee8021ad.id", "eth.src", "ip.src", "ip.dst", "ip.id", "ip.ttl",
-    "ip.proto",
-    "ip.flags.mf", "ip.frag_offset", "ipv6.src", "ipv6.dst", "tcp.srcport", "tcp.dstport", "tcp.seq_raw",
+    "ip.proto", "ip.flags.mf", "ip.frag_offset", "ipv6.src", "ipv6.dst", "ipv6.nxt", "tcp.srcport",
+    "tcp.dstport", "tcp.seq_raw",
     "tcp.flags", "tcp.window_size_value", "tcp.option_kind", "tcp.options.mss_val", "udp.srcport",
     "udp.dstport", "icmp.type", "icmp.code", "icmpv6.type", "icmpv6.code", "arp.opcode",
     "ip.checksum.status", "tcp.checksum.status", "udp.checksum.status", "icmp.checksum.status",
@@ -123,6 +123,8 @@ def test_file_counts_match_labels(sample: dict[str, Any]) -> None:
         1 for f in frames if f["ip.flags.mf"][:1] == ["1"] or f["ip.frag_offset"][:1] not in ([], ["0"])
     )
     assert frag == c["ip_fragments"] > 0
+    # IPv6 with Hop-by-Hop (0) + Destination Options or a Fragment header (44) before the transport
+    assert sum(1 for f in frames if f["ipv6.nxt"][:1] in (["0"], ["44"])) == c["ipv6_ext_headers"] > 0
     per = np.bincount(sample["entity"], minlength=len(sample["labels"]["entities"]))
     assert [e["packets"] for e in sample["labels"]["entities"]] == per.tolist()
     assert sum(c["by_role"].values()) == c["packets"]
