@@ -111,7 +111,10 @@ def _work_walk(path: str, limit: int) -> dict[str, Any]:
     with raw, stream:
         reader = ChunkReader(stream, path)
         reader.fill(0)
-        hdr = pcap.parse_pcap_header(reader.buf[:24].tobytes(), path)
+        head = reader.buf[:24].tobytes()
+        if int.from_bytes(head[:4], "little") not in pcap.PCAP_MAGICS:
+            raise SystemExit("the record-walk timing reads classic pcap only")
+        hdr = pcap.parse_pcap_header(head, path)
         fmt = pcap._format(reader.buf, hdr)
         pos = 24
         while True:
@@ -196,6 +199,8 @@ def _work_struct(path: str, limit: int) -> dict[str, Any]:
     clock = _Clock()
     with open(path, "rb") as fh:
         data = fh.read()
+    if int.from_bytes(data[:4], "little") not in (0xA1B2C3D4, 0xA1B23C4D):
+        raise SystemExit("the struct loop reads little-endian classic pcap only")
     pos, end = 24, len(data)
     while pos + 16 <= end:
         sec, frac, cap, _wire = rec.unpack_from(data, pos)
@@ -319,13 +324,17 @@ def _capture(args: argparse.Namespace, workdir: Path) -> tuple[Path, int | None]
 
 
 def _doubled(path: Path, workdir: Path) -> Path:
-    """The same pcap records twice: a file twice as big, for the memory check."""
-    out = workdir / (path.stem + "-x2.pcap")
-    if out.exists() and out.stat().st_size == 2 * path.stat().st_size - 24:
+    """The same records twice: a file twice as big, for the memory check (pcap: the records
+    appended again; pcapng: the whole file again, as a second section)."""
+    with path.open("rb") as fh:
+        pcapng = fh.read(4) == bytes.fromhex("0a0d0d0a")
+    skip = 0 if pcapng else 24
+    out = workdir / (path.stem + "-x2" + path.suffix)
+    if out.exists() and out.stat().st_size == 2 * path.stat().st_size - skip:
         return out
     with path.open("rb") as src, out.open("wb") as dst:
         shutil.copyfileobj(src, dst, 16 << 20)
-        src.seek(24)
+        src.seek(skip)
         shutil.copyfileobj(src, dst, 16 << 20)
     return out
 
