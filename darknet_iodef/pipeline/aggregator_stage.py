@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,6 +103,10 @@ class AggregatorStage(Stage):
         self.metrics = metrics
         self._clock = clock
         self.parts: dict[TopicPartition, _Partition] = {}
+        #: state of partitions that moved away, kept in case they come back unchanged
+        self.parked: dict[TopicPartition, _Partition] = {}
+        #: this member's identity in the checkpoints it writes
+        self.writer = uuid.uuid4().hex
         #: totals over every partition this member handled (for the run summary)
         self.totals: dict[str, int] = {"flows": 0, "batches": 0, "events": 0, "late_parts": 0}
         self.events_by_kind: dict[str, int] = {}
@@ -111,6 +116,16 @@ class AggregatorStage(Stage):
     def _part(self, tp: TopicPartition) -> _Partition:
         part = self.parts.get(tp)
         if part is None:
+            parked = self.parked.pop(tp, None)
+            if parked is not None and (
+                self.checkpoints is None
+                or self.checkpoints.writer(tp[0], tp[1]) in (None, (self.writer, parked.generation))
+            ):
+                log.info(
+                    "aggregator: %s[%d] is back, unchanged since it left: its state goes on", tp[0], tp[1]
+                )
+                self.parts[tp] = parked
+                return parked
             engine = Aggregator(self.settings, self.darknet, self.known)
             part = _Partition(engine, PartitionAligner(self.lag_ns, self.sensors))
             if self.checkpoints is not None:
@@ -129,9 +144,19 @@ class AggregatorStage(Stage):
         return part
 
     def revoked(self, partitions: frozenset[TopicPartition]) -> None:
+        """Set the state of moved partitions aside; it is used again only if they come back unchanged.
+
+        The new owner restores the partition from its checkpoint. If the
+        partition comes back to this member and nobody checkpointed it in the
+        meantime (the usual case: a broker that lost its topics, a member that
+        joined and left), the parked state -- newer than the checkpoint, with the
+        parts of the open interval that such a broker no longer has -- goes on.
+        """
         for tp in partitions:
-            if self.parts.pop(tp, None) is not None:
-                log.info("aggregator: dropped the state of %s[%d]; its new owner restores it", tp[0], tp[1])
+            part = self.parts.pop(tp, None)
+            if part is not None:
+                self.parked[tp] = part
+                log.info("aggregator: %s[%d] moved away; its state is set aside", tp[0], tp[1])
 
     # -- messages -------------------------------------------------------------------------------
     def process(self, message: Message) -> Iterable[Output]:
@@ -142,7 +167,7 @@ class AggregatorStage(Stage):
         for k, v in batch.stats.items():
             self.sensor_stats[k] = self.sensor_stats.get(k, 0) + int(v)
         before = part.aligner.late_parts
-        released = part.aligner.add(message.offset, batch)
+        released = part.aligner.add(message.offset, batch, message.value)
         self.totals["late_parts"] += part.aligner.late_parts - before
         return self._feed(tp, part, released)
 
@@ -215,7 +240,9 @@ class AggregatorStage(Stage):
         if part.saved_offset is not None:
             offset = max(offset, part.saved_offset) if first_held is None else offset
         part.generation += 1
-        self.checkpoints.save(tp[0], tp[1], part.engine, offset, part.aligner.state(), part.generation)
+        self.checkpoints.save(
+            tp[0], tp[1], part.engine, offset, part.aligner.state(), part.generation, writer=self.writer
+        )
         part.saved_offset = offset
         part.last_saved = now
         part.dirty = False

@@ -28,6 +28,7 @@ independent of which sensor's messages reach the broker first.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,10 +73,17 @@ class PartitionAligner:
     late_parts: int = 0
     #: the first interval start seen on this partition
     first_start: int | None = None
+    duplicate_parts: int = 0
     _pending: dict[tuple[int, str], list[tuple[int, FlowBatch]]] = field(default_factory=dict)
+    _digests: dict[tuple[int, str], set[bytes]] = field(default_factory=dict)
 
-    def add(self, offset: int, batch: FlowBatch) -> list[FlowBatch]:
-        """Take one part; returns what it completes (a late part is returned at once)."""
+    def add(self, offset: int, batch: FlowBatch, raw: bytes | None = None) -> list[FlowBatch]:
+        """Take one part; returns what it completes (a late part is returned at once).
+
+        ``raw`` is the part's message: a part read twice (a partition read again
+        from an older commit, or from the start of a topic a broker re-created)
+        is held once. Offsets cannot tell, since a re-created topic counts anew.
+        """
         start = batch.interval_start_ns
         if self.first_start is None or start < self.first_start:
             self.first_start = start
@@ -84,7 +92,15 @@ class PartitionAligner:
         if self.released_until is not None and start < self.released_until:
             self.late_parts += 1
             return [batch]
-        self._pending.setdefault((start, batch.sensor), []).append((offset, batch))
+        key = (start, batch.sensor)
+        if raw is not None:
+            digest = hashlib.blake2b(raw, digest_size=16).digest()
+            seen = self._digests.setdefault(key, set())
+            if digest in seen:
+                self.duplicate_parts += 1
+                return self.ready()
+            seen.add(digest)
+        self._pending.setdefault(key, []).append((offset, batch))
         return self.ready()
 
     def frontier(self) -> int | None:
@@ -114,6 +130,7 @@ class PartitionAligner:
         out = []
         for key in due:
             parts = sorted(self._pending.pop(key), key=lambda p: p[0])
+            self._digests.pop(key, None)
             out.append(join_parts([b for _, b in parts]))
         self.released_until = edge if self.released_until is None else max(self.released_until, edge)
         return out
@@ -138,3 +155,4 @@ class PartitionAligner:
         fs = meta.get("first_start")
         self.first_start = None if fs is None else int(fs)
         self._pending.clear()
+        self._digests.clear()

@@ -71,11 +71,18 @@ class CheckpointStore:
         offset: int,
         aligner: dict[str, Any],
         generation: int,
+        writer: str = "",
     ) -> None:
         stem = self._stem(topic, partition)
         npz = self.directory / f"{stem}.{generation}.npz"
         save_checkpoint(engine, npz)
-        meta = {"format": FORMAT, "generation": generation, "offset": offset, "aligner": aligner}
+        meta = {
+            "format": FORMAT,
+            "generation": generation,
+            "offset": offset,
+            "aligner": aligner,
+            "writer": writer,
+        }
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{stem}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as fh:
@@ -91,6 +98,14 @@ class CheckpointStore:
             if old != npz:
                 with contextlib.suppress(OSError):
                     old.unlink()
+
+    def writer(self, topic: str, partition: int) -> tuple[str, int] | None:
+        """(writer, generation) of the partition's checkpoint, None when there is none (or unreadable)."""
+        try:
+            meta = json.loads((self.directory / f"{self._stem(topic, partition)}.json").read_text())
+            return str(meta.get("writer", "")), int(meta["generation"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def load(self, topic: str, partition: int, engine: Aggregator) -> Restored | None:
         """Restore ``engine``; None when this partition was never checkpointed."""

@@ -62,3 +62,21 @@ def document_files(directory: Path) -> dict[str, bytes]:
     """Every file under ``directory`` by relative path, except the operator's not-reported list."""
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
             if p.is_file() and p.name != "not-reported.jsonl"}
+
+
+def split_by_time(capture: Path, boundary_s: int, before: Path, after: Path) -> tuple[int, int]:
+    """Write the records of ``capture`` before / from ``boundary_s`` (seconds since the epoch) to two files."""
+    data = capture.read_bytes()
+    endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    outs = [bytearray(data[:24]), bytearray(data[:24])]
+    counts = [0, 0]
+    pos = 24
+    while pos + 16 <= len(data):
+        ts, _frac, incl = struct.unpack_from(endian + "III", data, pos)
+        which = 0 if ts < boundary_s else 1
+        outs[which] += data[pos : pos + 16 + incl]
+        counts[which] += 1
+        pos += 16 + incl
+    before.write_bytes(bytes(outs[0]))
+    after.write_bytes(bytes(outs[1]))
+    return counts[0], counts[1]
