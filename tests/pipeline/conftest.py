@@ -10,15 +10,31 @@ import pytest
 
 from darknet_iodef.cli import main
 from tests.bus.tansu import TansuBroker, find_tansu
-from tests.pipeline.helpers import SAMPLE_DARKNET, split_by_source
+from tests.pipeline.helpers import SAMPLE_DARKNET, split_by_source, split_by_time
+
+#: 2026-01-01T00:03:00Z: the sample's fourth interval starts here
+BOUNDARY_S = 1767225600 + 180
 
 
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Path:
     """``darknet-iodef run`` on the whole sample capture: what every other arrangement must give."""
     out = tmp_path_factory.mktemp("reference") / "run"
-    assert main(["run", str(repo_root / "pcaps/sample-darknet.pcap"), "--darknet", SAMPLE_DARKNET,
-                 "--name", "s1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(repo_root / "pcaps/sample-darknet.pcap"),
+                "--darknet",
+                SAMPLE_DARKNET,
+                "--name",
+                "s1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -29,6 +45,19 @@ def halves(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> tuple[P
     a, b = d / "a.pcap", d / "b.pcap"
     assert split_by_source(repo_root / "pcaps/sample-darknet.pcap", a, b) == (23426, 16574)
     return a, b
+
+
+@pytest.fixture(scope="session")
+def quarters(tmp_path_factory: pytest.TempPathFactory, halves: tuple[Path, Path]) -> dict[str, Path]:
+    """Each half again split at an interval boundary: what each sensor sees before and after."""
+    d = tmp_path_factory.mktemp("quarters")
+    out = {}
+    for name, half in zip("ab", halves, strict=True):
+        before, after = d / f"{name}1.pcap", d / f"{name}2.pcap"
+        n1, n2 = split_by_time(half, BOUNDARY_S, before, after)
+        assert n1 and n2
+        out[f"{name}1"], out[f"{name}2"] = before, after
+    return out
 
 
 @pytest.fixture

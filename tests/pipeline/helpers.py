@@ -60,12 +60,15 @@ def events_without_spoofing(path: Path) -> list[str]:
 
 def document_files(directory: Path) -> dict[str, bytes]:
     """Every file under ``directory`` by relative path, except the operator's not-reported list."""
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
-            if p.is_file() and p.name != "not-reported.jsonl"}
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != "not-reported.jsonl"
+    }
 
 
 def split_by_time(capture: Path, boundary_s: int, before: Path, after: Path) -> tuple[int, int]:
-    """Write the records of ``capture`` before / from ``boundary_s`` (seconds since the epoch) to two files."""
+    """Write the records of ``capture`` before and from ``boundary_s`` (epoch seconds) to two files."""
     data = capture.read_bytes()
     endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
     outs = [bytearray(data[:24]), bytearray(data[:24])]

@@ -31,14 +31,11 @@ from tests.pipeline.helpers import (
     SAMPLE_DARKNET,
     document_files,
     events_without_spoofing,
-    split_by_time,
 )
 
 pytestmark = pytest.mark.kafka
 
 OUTAGE_S = float(os.environ.get("DARKNET_IODEF_TEST_OUTAGE_S", "20"))
-#: 2026-01-01T00:03:00Z: the sample's fourth interval starts here
-BOUNDARY_S = 1767225600 + 180
 
 BUS = {
     "flows_partitions": 8,
@@ -63,31 +60,54 @@ class Procs:
         self.broker = broker
         self.env = dict(os.environ)
         self.env.update({env_name("bus", k): str(v) for k, v in BUS.items()})
-        values = {"checkpoint_dir": tmp / "checkpoints", "sensors": "sensor-a,sensor-b",
-                  "checkpoint_interval_s": 0, **pipeline}
+        values = {
+            "checkpoint_dir": tmp / "checkpoints",
+            "sensors": "sensor-a,sensor-b",
+            "checkpoint_interval_s": 0,
+            **pipeline,
+        }
         self.env.update({env_name("pipeline", k): str(v) for k, v in values.items()})
         self.env.pop("CI", None)
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 -- owned by the child
-        cmd = [sys.executable, "-m", "darknet_iodef.cli", "--log-level", "INFO", *args,
-               "--kafka", self.broker.bootstrap]
+        cmd = [
+            sys.executable,
+            "-m",
+            "darknet_iodef.cli",
+            "--log-level",
+            "INFO",
+            *args,
+            "--kafka",
+            self.broker.bootstrap,
+        ]
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**self.env, **(env or {})})
         log.close()
         self.procs.append(p)
         return p
 
     def sensor(self, name: str, capture: Path) -> subprocess.Popen[bytes]:
-        return self.start(f"sensor-{name}-{capture.stem}", "sensor", "--pcap", str(capture), "--darknet",
-                          SAMPLE_DARKNET, "--name", name)
+        return self.start(
+            f"sensor-{name}-{capture.stem}",
+            "sensor",
+            "--pcap",
+            str(capture),
+            "--darknet",
+            SAMPLE_DARKNET,
+            "--name",
+            name,
+        )
 
-    def aggregator(self, name: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def aggregator(
+        self, name: str, *extra: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         return self.start(name, "aggregator", "--darknet", SAMPLE_DARKNET, *extra, env=env)
 
     def reporter(self, *extra: str) -> subprocess.Popen[bytes]:
-        return self.start("reporter", "reporter", "--darknet", SAMPLE_DARKNET, "--out", str(self.tmp / "out"),
-                          *extra)
+        return self.start(
+            "reporter", "reporter", "--darknet", SAMPLE_DARKNET, "--out", str(self.tmp / "out"), *extra
+        )
 
     def wait(self, p: subprocess.Popen[bytes], timeout: float) -> None:
         assert p.wait(timeout) == 0, self.logs()
@@ -111,21 +131,10 @@ def procs(tmp_path: Path, broker: TansuBroker) -> Iterator[Procs]:
         p.kill_all()
 
 
-@pytest.fixture(scope="module")
-def quarters(tmp_path_factory: pytest.TempPathFactory, halves: tuple[Path, Path]) -> dict[str, Path]:
-    """Each half again split at an interval boundary: what each sensor sees before and after."""
-    d = tmp_path_factory.mktemp("quarters")
-    out = {}
-    for name, half in zip("ab", halves, strict=True):
-        before, after = d / f"{name}1.pcap", d / f"{name}2.pcap"
-        n1, n2 = split_by_time(half, BOUNDARY_S, before, after)
-        assert n1 and n2
-        out[f"{name}1"], out[f"{name}2"] = before, after
-    return out
-
-
 def _compare(reference: Path, out: Path) -> None:
-    assert events_without_spoofing(out / "events.jsonl") == events_without_spoofing(reference / "events.jsonl")
+    assert events_without_spoofing(out / "events.jsonl") == events_without_spoofing(
+        reference / "events.jsonl"
+    )
     assert document_files(out / "incidents") == document_files(reference / "incidents")
 
 
@@ -142,7 +151,9 @@ def _wait_for(condition: object, timeout: float, what: str, procs: Procs) -> Non
     raise AssertionError(f"timed out waiting for {what}\n{procs.logs()}")
 
 
-def test_two_sensors_two_aggregators_one_reporter(procs: Procs, reference: Path, halves: tuple[Path, Path]) -> None:
+def test_two_sensors_two_aggregators_one_reporter(
+    procs: Procs, reference: Path, halves: tuple[Path, Path]
+) -> None:
     for p in [procs.sensor("sensor-a", halves[0]), procs.sensor("sensor-b", halves[1])]:
         procs.wait(p, 120)
     aggs = [procs.aggregator(f"aggregator-{i}", "--until-idle", "5") for i in (1, 2)]
@@ -154,8 +165,11 @@ def test_two_sensors_two_aggregators_one_reporter(procs: Procs, reference: Path,
     assert "aggregator-1.log" in logs and "dead letters" in logs
     # both members worked: each restored or built some partitions of the 8
     assert _checkpointed(procs.tmp / "checkpoints") == 8
-    spoof = [json.loads(x) for x in (procs.tmp / "out/events.jsonl").read_text().splitlines()
-             if '"masquerade"' in x]
+    spoof = [
+        json.loads(x)
+        for x in (procs.tmp / "out/events.jsonl").read_text().splitlines()
+        if '"masquerade"' in x
+    ]
     assert spoof and {e["extra.partition"].split("/")[1] for e in spoof} == {"8"}
 
 
@@ -166,7 +180,9 @@ def test_killing_an_aggregator_mid_stream_loses_and_duplicates_nothing(
         procs.wait(p, 120)
     # the doomed member checkpoints each partition once, early: all its later work is lost with it
     doomed = procs.aggregator("aggregator-1", env={env_name("pipeline", "checkpoint_interval_s"): "3600"})
-    _wait_for(lambda: _checkpointed(procs.tmp / "checkpoints") == 8, 60, "the first member's checkpoints", procs)
+    _wait_for(
+        lambda: _checkpointed(procs.tmp / "checkpoints") == 8, 60, "the first member's checkpoints", procs
+    )
     survivor = procs.aggregator("aggregator-2", "--until-idle", "10")
     time.sleep(4)  # the group rebalances: both members own partitions mid-stream
     doomed.send_signal(signal.SIGKILL)
@@ -190,8 +206,14 @@ def test_a_broker_outage_is_survived(procs: Procs, reference: Path, quarters: di
     agg = procs.aggregator("aggregator-1", "--until-idle", idle)
     rep = procs.reporter("--until-idle", str(int(OUTAGE_S + 40)))
     _wait_for(lambda: _checkpointed(procs.tmp / "checkpoints") == 8, 60, "phase one consumed", procs)
-    _wait_for(lambda: (procs.tmp / "out/events.jsonl").exists()
-              and (procs.tmp / "out/events.jsonl").stat().st_size > 0, 60, "events at the reporter", procs)
+    _wait_for(
+        lambda: (
+            (procs.tmp / "out/events.jsonl").exists() and (procs.tmp / "out/events.jsonl").stat().st_size > 0
+        ),
+        60,
+        "events at the reporter",
+        procs,
+    )
     time.sleep(3)
     broker.stop()
     # the second half of the capture arrives while the broker is away: the sensors must hold it

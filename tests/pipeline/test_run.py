@@ -15,17 +15,57 @@ from tests.pipeline.helpers import SAMPLE_DARKNET
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Path:
     d = tmp_path_factory.mktemp("chain")
-    assert main(["sensor", "--pcap", str(repo_root / "pcaps/sample-darknet.pcap"), "--darknet", SAMPLE_DARKNET,
-                 "--name", "s1", "--out", str(d / "flows.bin")]) == 0
-    assert main(["aggregate", "--in", str(d / "flows.bin"), "--darknet", SAMPLE_DARKNET,
-                 "--out", str(d / "events.jsonl")]) == 0
-    assert main(["report", "--in", str(d / "events.jsonl"), "--darknet", SAMPLE_DARKNET,
-                 "--out", str(d / "reports")]) == 0
+    assert (
+        main(
+            [
+                "sensor",
+                "--pcap",
+                str(repo_root / "pcaps/sample-darknet.pcap"),
+                "--darknet",
+                SAMPLE_DARKNET,
+                "--name",
+                "s1",
+                "--out",
+                str(d / "flows.bin"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "aggregate",
+                "--in",
+                str(d / "flows.bin"),
+                "--darknet",
+                SAMPLE_DARKNET,
+                "--out",
+                str(d / "events.jsonl"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "report",
+                "--in",
+                str(d / "events.jsonl"),
+                "--darknet",
+                SAMPLE_DARKNET,
+                "--out",
+                str(d / "reports"),
+            ]
+        )
+        == 0
+    )
     return d
 
 
 def _tree(directory: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
+    }
 
 
 def test_run_writes_what_the_chain_writes(reference: Path, chain: Path) -> None:
@@ -71,11 +111,31 @@ def test_summary_counts_what_the_files_hold(reference: Path) -> None:
     assert s["reports"]["documents"] == len(rows) == s["reports"]["unassigned"]
 
 
-def test_run_prints_a_short_summary(tmp_path: Path, repo_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", str(repo_root / "pcaps/sample-darknet.pcap"), "--darknet", SAMPLE_DARKNET,
-                 "--out", str(tmp_path / "o")]) == 0
+def test_run_prints_a_short_summary(
+    tmp_path: Path, repo_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "run",
+                str(repo_root / "pcaps/sample-darknet.pcap"),
+                "--darknet",
+                SAMPLE_DARKNET,
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in out] == ["packets", "scans", "victims", "spoofing", "reports", "written"]
+    assert [line.split()[0] for line in out] == [
+        "packets",
+        "scans",
+        "victims",
+        "spoofing",
+        "reports",
+        "written",
+    ]
     assert out[0].startswith("packets   40,000 read, 39,950 to the darknet")
 
 
@@ -85,7 +145,9 @@ def test_run_needs_captures_or_an_interface(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_a_missing_capture_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", str(tmp_path / "nope.pcap"), "--darknet", SAMPLE_DARKNET,
-                 "--out", str(tmp_path / "o")]) == 1
+    assert (
+        main(["run", str(tmp_path / "nope.pcap"), "--darknet", SAMPLE_DARKNET, "--out", str(tmp_path / "o")])
+        == 1
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope.pcap" in err[0] and "cannot open" in err[0]

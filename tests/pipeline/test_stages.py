@@ -13,8 +13,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import pytest
-
 from aggregator.settings import AggregatorSettings
 from darknet_iodef.bus.memory import MemoryBus
 from darknet_iodef.bus.settings import BusSettings
@@ -34,17 +32,24 @@ BUS = BusSettings(flows_partitions=8, events_partitions=4)
 def _sensor(bus: MemoryBus, capture: Path, name: str) -> None:
     settings = load(SensorSettings, "sensor", None, {}, {"darknet": SAMPLE_DARKNET, "name": name})
     publisher = publisher_for(bus, BUS)
-    publish_captures([str(capture)], settings, SensorStage(BUS.flows_topic, 8), publisher.publish,
-                     progress_enabled=False)
+    publish_captures(
+        [str(capture)], settings, SensorStage(BUS.flows_topic, 8), publisher.publish, progress_enabled=False
+    )
 
 
 def _aggregator(bus: MemoryBus, checkpoints: Path, every: float = 0) -> tuple[AggregatorStage, Runner]:
     settings = load(AggregatorSettings, "aggregator", None, {}, {"darknet": SAMPLE_DARKNET})
-    stage = AggregatorStage(settings, events_topic=BUS.events_topic, flows_partitions=8,
-                            checkpoints=CheckpointStore(checkpoints), checkpoint_interval_s=every,
-                            sensors=frozenset({"sensor-a", "sensor-b"}))
-    runner = runner_for(stage, bus, BUS, group=BUS.aggregator_group, topics=[BUS.flows_topic],
-                        with_metrics=False)
+    stage = AggregatorStage(
+        settings,
+        events_topic=BUS.events_topic,
+        flows_partitions=8,
+        checkpoints=CheckpointStore(checkpoints),
+        checkpoint_interval_s=every,
+        sensors=frozenset({"sensor-a", "sensor-b"}),
+    )
+    runner = runner_for(
+        stage, bus, BUS, group=BUS.aggregator_group, topics=[BUS.flows_topic], with_metrics=False
+    )
     runner.max_records = 3  # small polls: partitions are mid-stream when members come and go
     return stage, runner
 
@@ -52,15 +57,18 @@ def _aggregator(bus: MemoryBus, checkpoints: Path, every: float = 0) -> tuple[Ag
 def _report(bus: MemoryBus, out: Path) -> ReporterStage:
     settings = load(ReporterSettings, "reporter", None, {}, {"darknet": SAMPLE_DARKNET})
     stage = ReporterStage(settings, out / "incidents", events_out=out / "events.jsonl")
-    runner = runner_for(stage, bus, BUS, group=BUS.reporter_group, topics=[BUS.events_topic],
-                        with_metrics=False)
+    runner = runner_for(
+        stage, bus, BUS, group=BUS.reporter_group, topics=[BUS.events_topic], with_metrics=False
+    )
     runner.run(until_end=True)
     stage.close()
     return stage
 
 
 def _compare(reference: Path, out: Path) -> None:
-    assert events_without_spoofing(out / "events.jsonl") == events_without_spoofing(reference / "events.jsonl")
+    assert events_without_spoofing(out / "events.jsonl") == events_without_spoofing(
+        reference / "events.jsonl"
+    )
     assert document_files(out / "incidents") == document_files(reference / "incidents")
 
 
@@ -118,7 +126,7 @@ def test_an_aggregator_restarted_from_its_checkpoints_continues(
     bus = MemoryBus(BUS.topic_partitions())
     _sensor(bus, halves[0], "sensor-a")
     _sensor(bus, halves[1], "sensor-b")
-    s1, r1 = _aggregator(bus, tmp_path / "ckpt")
+    _, r1 = _aggregator(bus, tmp_path / "ckpt")
     for _ in range(30):
         r1.step(0.0)
     r1.consumer.close()  # killed: the state in memory is gone
@@ -144,3 +152,30 @@ def test_poison_flow_messages_are_dead_lettered(tmp_path: Path) -> None:
 def test_embedded_bus_has_one_partition_per_topic() -> None:
     b = dataclasses.replace(BUS, flows_partitions=1, events_partitions=1)
     assert b.topic_partitions()[BUS.flows_topic] == 1
+
+
+def test_a_broker_that_forgets_everything_costs_nothing_already_consumed(
+    tmp_path: Path, reference: Path, quarters: dict[str, Path]
+) -> None:
+    """Phase one consumed, then the broker loses every topic and commit; phase two arrives after."""
+    bus = MemoryBus(BUS.topic_partitions())
+    _sensor(bus, quarters["a1"], "sensor-a")
+    _sensor(bus, quarters["b1"], "sensor-b")
+    stage, runner = _aggregator(bus, tmp_path / "ckpt")
+    rep_settings = load(ReporterSettings, "reporter", None, {}, {"darknet": SAMPLE_DARKNET})
+    rep = ReporterStage(rep_settings, tmp_path / "out/incidents", events_out=tmp_path / "out/events.jsonl")
+    rep_runner = runner_for(
+        rep, bus, BUS, group=BUS.reporter_group, topics=[BUS.events_topic], with_metrics=False
+    )
+    while runner.step(0.0) + rep_runner.step(0.0):
+        pass
+    held = sum(len(p.aligner._pending) for p in stage.parts.values())
+    assert held == 16  # the open interval of both sensors on every partition, only in memory now
+    bus.forget()
+    bus.ensure_topics(list(BUS.topic_partitions()))
+    _sensor(bus, quarters["a2"], "sensor-a")
+    _sensor(bus, quarters["b2"], "sensor-b")
+    runner.run(until_end=True)
+    rep_runner.run(until_end=True)
+    rep.close()
+    _compare(reference, tmp_path / "out")
