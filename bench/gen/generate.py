@@ -104,6 +104,8 @@ def generate(opts: GenOptions, out: BinaryIO) -> Generated:
     labels = {
         "schema": LABELS_SCHEMA,
         "generator": "python -m bench.gen_darknet",
+        # the byte-identical output per seed holds for one numpy version (its Generator streams)
+        "numpy": np.__version__,
         "scenario": opts.scenario,
         "seed": opts.seed,
         "format": opts.fmt,
