@@ -42,7 +42,14 @@ from sensor.live import command as live_command
 from sensor.progress import Progress
 from sensor.settings import SECTION, SensorSettings
 
-__all__ = ["DISTINCT_SOURCES_LIMIT", "FILE_BATCH_MAX_BYTES", "jsonl_lines", "register", "run_sensor"]
+__all__ = [
+    "DISTINCT_SOURCES_LIMIT",
+    "FILE_BATCH_MAX_BYTES",
+    "jsonl_lines",
+    "register",
+    "run_sensor",
+    "write_file_batch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,17 @@ DISTINCT_SOURCES_LIMIT = 1_000_000
 #: an interval's batch larger than this is written as several frames of the same
 #: interval, its counters on the first (readers refuse frames over 256 MB)
 FILE_BATCH_MAX_BYTES = 64 * 1024 * 1024
+
+
+def write_file_batch(out: BinaryIO, batch: FlowBatch) -> None:
+    """Append one interval to a flow file, cut into frames that readers accept.
+
+    A huge interval (a flood of distinct tuples) is split as on Kafka, so no
+    frame exceeds ``FILE_BATCH_MAX_BYTES`` and ``read_batches`` never refuses it.
+    The live sensor writes through here too.
+    """
+    for _, part in partition_batch(batch, 1, FILE_BATCH_MAX_BYTES):
+        write_batch(out, part)
 
 DESCRIPTION = """\
 Fold captures into flow summaries: per interval of event time (default 60 s),
@@ -256,9 +274,7 @@ def run_sensor(
 
         def emit(batches: list[FlowBatch]) -> None:
             for fb in batches:
-                # a huge interval is cut into frames readers accept, as on Kafka
-                for _, part in partition_batch(fb, 1, FILE_BATCH_MAX_BYTES):
-                    write_batch(cast(BinaryIO, flows_fh), part)
+                write_file_batch(cast(BinaryIO, flows_fh), fb)
                 summary.add(fb)
                 if json_fh is not None:
                     json_fh.write("\n".join(jsonl_lines(fb)) + "\n")

@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from darknet_iodef.addresses import DarkPrefixes
 from darknet_iodef.errors import ConfigError
-from darknet_iodef.flowtuple import FlowBatch, write_batch
+from darknet_iodef.flowtuple import FlowBatch
 from darknet_iodef.settings import load
 from sensor.live.settings import LiveSettings
 from sensor.settings import SensorSettings
@@ -86,7 +86,7 @@ def summary_text(s: LiveSummary, out: Path) -> str:
 def run_interface(args: argparse.Namespace, settings: SensorSettings) -> int:
     """Capture on ``args.interface`` until SIGTERM/SIGINT; write flows as intervals close."""
     from sensor.live.agent import run_live  # the ring and decoder load only for live capture
-    from sensor.sensor_cmd import jsonl_lines
+    from sensor.sensor_cmd import jsonl_lines, write_file_batch
 
     live = _live_settings(args)
     if not settings.darknet:
@@ -110,7 +110,7 @@ def run_interface(args: argparse.Namespace, settings: SensorSettings) -> int:
             raise ConfigError("--out/--jsonl", f"cannot write: {exc.strerror or exc}") from None
 
         def sink(batch: FlowBatch) -> None:
-            write_batch(flows_fh, batch)
+            write_file_batch(flows_fh, batch)
             flows_fh.flush()
             if json_fh is not None:
                 json_fh.write("\n".join(jsonl_lines(batch)) + "\n")
