@@ -536,3 +536,22 @@ def test_byte_orders_and_sections_read_the_same_in_tshark(
         assert head[:4] == bytes.fromhex("a1b2c3d4")  # big-endian magic
     a, b = view(plain), view(other)
     assert a == b and a.count("\n") == 12_000
+
+
+@pytest.mark.parametrize(
+    "kw", [{"scenario": "sample"}, {"scenario": "small", "packets": 120_000, "darknet": "203.0.113.0/24"}]
+)
+def test_labels_follow_their_json_schema(tmp_path: Path, repo_root: Path, kw: dict[str, Any]) -> None:
+    import jsonschema
+
+    schema = json.loads((repo_root / "bench" / "gen" / "labels.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    labels, _ = _gen(tmp_path / "x.pcap", seed=13, **kw)
+    jsonschema.Draft202012Validator(schema).validate(labels)
+    committed = json.loads((repo_root / "pcaps" / "sample-darknet.labels.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(committed)
+    # the schema is not a rubber stamp: a label with an unknown role fails
+    bad = json.loads(json.dumps(labels))
+    bad["entities"][0]["role"] = "attacker"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(schema).validate(bad)
