@@ -641,7 +641,12 @@ class ScanDetector:
                         for k, p, d in top[:10]
                     ],
                     "extra.coverage": round(distinct / th.n, 6) if th.n else None,
-                    "extra.rate_pps_estimated": round(packets / dur * th.extrapolation, 1),
+                    "extra.rate_pps_observed": round(packets / dur, 3),
+                    # x 2^32/n assumes probes spread over the address space: a vertical
+                    # scan aims at a few hosts, so its Internet-wide rate is unknowable
+                    "extra.rate_pps_estimated": (
+                        None if kind == "vertical" else round(packets / dur * th.extrapolation, 1)
+                    ),
                     "extra.tool": tool,
                     "extra.tool_evidence": evidence,
                     "extra.tool_samples": n_samples,

@@ -55,6 +55,7 @@ def test_nine_destinations_is_no_scan_ten_is(make_agg) -> None:
     assert ev["extra.coverage"] == round(10 / 65536, 6)
     # 10 packets over 9 s, x 65536
     assert ev["extra.rate_pps_estimated"] == round(10 / 9 * 65536, 1)
+    assert ev["extra.rate_pps_observed"] == round(10 / 9, 3)
     assert ev["time.source"] == "2024-01-01T00:00:00+00:00"
     assert ev["extra.time_end"] == "2024-01-01T00:00:09+00:00"
     assert ev["extra.tool"] is None and ev["extra.tool_evidence"] == {}
@@ -119,6 +120,10 @@ def test_vertical_strobe_random(make_agg) -> None:
     }
     assert events["45.2.2.2"]["extra.ports_distinct"] == 15
     assert events["45.2.2.2"]["extra.destinations_distinct"] == 1
+    # one host probed: the telescope saw the whole scan, nothing to extrapolate
+    assert events["45.2.2.2"]["extra.rate_pps_estimated"] is None
+    assert events["45.2.2.2"]["extra.rate_pps_observed"] == round(15 / 14, 3)  # t = 1..15 s
+    assert events["45.3.3.3"]["extra.rate_pps_estimated"] == round(30 / 29 * 65536, 1)
     s = events["45.3.3.3"]
     assert s["extra.ports_distinct"] == 3 and s["extra.destinations_distinct"] == 10
     assert s["extra.ports"] == [
