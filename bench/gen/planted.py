@@ -543,6 +543,7 @@ class Planter:
             if response not in ("syn-ack", "rst", "rst-ack", "echo-reply"):
                 rows["in_src4"], rows["in_dst4"] = dark, vic
         rows["ttl"] = initial - hops
+        retransmitted = self._synack_retransmissions(rng, rows, t1) if response == "syn-ack" else 0
         meta = {
             "id": self.entity_id("victim"),
             "role": "backscatter",
@@ -555,8 +556,34 @@ class Planter:
             "sender": sender_text,
             "ip_version": 6 if ipv6 else 4,
             "designed": expect,
+            "retransmissions": retransmitted,
         }
         self.add(rows, meta, self.link_for(rng))
+
+    @staticmethod
+    def _synack_retransmissions(rng: np.random.Generator, rows: npt.NDArray[np.void], t1: int) -> int:
+        """Turn about a quarter of the SYN-ACKs into retransmissions of earlier ones.
+
+        A Linux victim retransmits an unanswered SYN-ACK 1, 3, 7, 15 and 31 s after the
+        first (tcp_synack_retries = 5), to the same spoofed address and port with the same
+        sequence numbers. The first and last packets stay originals (the vector's span).
+        """
+        n = len(rows)
+        order = np.argsort(rows["ts_ns"], kind="stable")
+        rows[:] = rows[order]
+        re = rng.random(n) < 0.25
+        re[0] = re[-1] = False
+        originals = np.flatnonzero(~re)
+        src = originals[rng.integers(0, len(originals), size=n)]
+        offset = ((1 << rng.integers(1, 6, size=n)) - 1) * NS  # 1, 3, 7, 15, 31 s
+        ts = rows["ts_ns"][src] + offset
+        re &= ts <= t1
+        idx = np.flatnonzero(re)
+        for f in ("dst4", "dst6", "dport", "seq", "ack", "tsecr"):
+            rows[f][idx] = rows[f][src[idx]]
+        rows["ts_ns"][idx] = ts[idx]
+        rows["tsval"][idx] = rows["tsval"][src[idx]] + offset[idx] // 1_000_000
+        return len(idx)
 
     # -- spoofed floods to the darknet -------------------------------------------------
 

@@ -555,3 +555,21 @@ def test_labels_follow_their_json_schema(tmp_path: Path, repo_root: Path, kw: di
     bad["entities"][0]["role"] = "attacker"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(schema).validate(bad)
+
+
+def test_syn_ack_retransmissions(sample: dict[str, Any]) -> None:
+    """Repeated SYN-ACKs go to the same spoofed address and port with the same sequence numbers,
+    1, 3, 7, 15 or 31 s after the first (Linux tcp_synack_retries)."""
+    for e, frames in _entities(sample, role="backscatter", response="syn-ack"):
+        first: dict[tuple[str, str, str], float] = {}
+        repeats = 0
+        for f in frames:
+            key = (f["ip.dst"][0], f["tcp.dstport"][0], f["tcp.seq_raw"][0])
+            t = float(f["frame.time_epoch"][0])
+            if key in first:
+                repeats += 1
+                assert round(t - first[key]) in (1, 3, 7, 15, 31)
+            else:
+                first[key] = t
+        assert repeats == e["retransmissions"] and e["distinct_dsts"] <= e["packets"] - repeats
+    assert sum(e["retransmissions"] for e, _ in _entities(sample, response="syn-ack")) > 20
