@@ -94,6 +94,7 @@ class KafkaBus:
             "reconnect_backoff_max_ms": s.reconnect_backoff_max_ms,
             # a client made while the broker is away gives up after this, not 30 s
             "bootstrap_timeout_ms": s.max_block_ms,
+            "metadata_max_age_ms": s.metadata_max_age_ms,
         }
 
     # -- admin -------------------------------------------------------------------------------
@@ -414,7 +415,7 @@ class KafkaBusConsumer:
         """
         cluster = getattr(client, "_cluster", None)
         topic_id = getattr(cluster, "topic_id", None)
-        if topic_id is None:
+        if cluster is None or topic_id is None:
             return set()
         renewed: set[str] = set()
         for topic in self.topics:
@@ -428,6 +429,7 @@ class KafkaBusConsumer:
         if renewed:
             from kafka import TopicPartition as KTP
 
+            cluster.request_update()  # the new topic may have another partition count: rebalance soon
             owned = [tp for tp in client.assignment() if tp.topic in renewed]
             log.warning("Kafka topics %s were created anew (the broker lost them); reading them again "
                         "from their start", ", ".join(sorted(renewed)))

@@ -33,6 +33,9 @@ class BusSettings:
     max_poll_interval_ms: int = setting(300000, "longest time between polls before a member is evicted (ms)")
     request_timeout_ms: int = setting(10000, "broker request timeout (ms)")
     max_block_ms: int = setting(5000, "longest a send waits for topic metadata (ms)")
+    metadata_max_age_ms: int = setting(
+        30000, "refresh topic metadata at least this often, to notice new partitions (ms)"
+    )
     linger_ms: int = setting(5, "producer batching delay (ms)")
     flush_timeout_s: float = setting(10.0, "longest a flush waits for acknowledgements before retrying")
     poll_timeout_s: float = setting(1.0, "longest a poll waits for a message")
@@ -60,6 +63,7 @@ class BusSettings:
             raise ConfigError("[bus] heartbeat_interval_ms",
                               "must be at most a third of session_timeout_ms")
         for name in ("session_timeout_ms", "max_poll_interval_ms", "request_timeout_ms", "max_block_ms",
+                     "metadata_max_age_ms",
                      "reconnect_backoff_ms", "reconnect_backoff_max_ms"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"[bus] {name}", "must be positive")

@@ -32,6 +32,7 @@ def kafka_settings(bootstrap: str, **overrides: object) -> BusSettings:
         "retry_backoff_s": 0.2,
         "retry_backoff_max_s": 2.0,
         "topic_check_interval_s": 1.0,
+        "metadata_max_age_ms": 2000,
     }
     values.update(overrides)
     return BusSettings(**values)  # type: ignore[arg-type]
