@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from sensor.decode_fast import fast_ethernet_ipv4
 from sensor.decode_tables import (
     AF_INET,
     AF_INET6_VALUES,
@@ -787,16 +788,57 @@ def decode_frames(buf: npt.NDArray[np.uint8], offsets: npt.NDArray[np.integer],
     B = _Bytes(raw)
     one = np.ndim(linktype) == 0 or int(lt.min()) == int(lt.max())
     # blocks of rows small enough that the output rows being filled stay in cache
+    slow: list[Idx] = []
     for s in range(0, n, BLOCK_ROWS):
         e = min(s + BLOCK_ROWS, n)
         blk = out[s:e]
+        blt = int(lt[s]) if one else lt[s:e].astype(np.uint16)
+        if isinstance(blt, int) and blt == LINKTYPE_ETHERNET:
+            left = _decode_ethernet_block(blk, B, off_c[s:e], end[s:e])
+            if left.size:
+                slow.append(left + s)
+        else:
+            _decode_block(blk, B, off_c[s:e], end[s:e], blt)
+    if slow:
+        _decode_slow(out, B, np.concatenate(slow), off_c, end)
+    for s in range(0, n, BLOCK_ROWS):
+        e = min(s + BLOCK_ROWS, n)
+        blk = out[s:e]
+        # written last: the fast path may have written over rows it left to the general one
         blk["ts_ns"] = ts[s:e]
         blk["iface"] = ifc[s:e]
         blk["linktype"] = lt[s:e]
         blk["wire_len"] = wire[s:e]
         blk["cap_len"] = cap[s:e]
-        _decode_block(blk, B, off_c[s:e], end[s:e], int(lt[s]) if one else lt[s:e].astype(np.uint16))
     return out
+
+
+def _decode_ethernet_block(out: npt.NDArray[np.void], B: _Bytes, off: I64, end: I64) -> Idx:
+    """Ethernet frames: the fast path (:mod:`sensor.decode_fast`) for the usual shapes.
+
+    Returns the rows left for the general path (their output rows must be
+    overwritten whole): these are gathered over all blocks of a batch and
+    decoded together, as the general path costs a fixed time per call.
+    """
+    fast = fast_ethernet_ipv4(out, B.u8, off, end)
+    if fast is None:
+        _decode_block(out, B, off, end, LINKTYPE_ETHERNET)
+        return np.zeros(0, dtype=np.intp)
+    if fast.opt_rows.size:
+        F = _Frames(out, B, off, end)
+        _tcp_options(F, fast.opt_rows, fast.opt_start, fast.opt_end)
+        for name, col in F.cols.items():
+            out[name] = col
+    return fast.slow
+
+
+def _decode_slow(out: npt.NDArray[np.void], B: _Bytes, rows: Idx, off: I64, end: I64) -> None:
+    """Ethernet frames ``rows`` of ``out`` (in order) decoded afresh by the general path."""
+    for s in range(0, rows.size, BLOCK_ROWS):
+        r = rows[s:s + BLOCK_ROWS]
+        sub = np.zeros(r.size, dtype=PACKET_DTYPE)
+        _decode_block(sub, B, off[r], end[r], LINKTYPE_ETHERNET)
+        out[r] = sub
 
 
 def _decode_block(out: npt.NDArray[np.void], B: _Bytes, off: I64, end: I64,
