@@ -263,11 +263,13 @@ def serve(runner: Runner, until_idle: float | None) -> None:
     if until_idle is None:
         runner.run()
         return
+    # idle time counts only while the input is known to be drained: a broker that is away
+    # (where nothing can be known) does not end the run
     last = time.monotonic()
     while not runner.stop.is_set():
-        if runner.step():
+        if runner.step() or not _drained(runner):
             last = time.monotonic()
-        elif time.monotonic() - last >= until_idle and _drained(runner):
+        elif time.monotonic() - last >= until_idle:
             runner.run(until_end=True)
             return
 

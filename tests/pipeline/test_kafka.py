@@ -55,11 +55,13 @@ BUS = {
 class Procs:
     """Component processes of one test; killed at the end whatever happened."""
 
-    def __init__(self, tmp: Path, broker: TansuBroker, **pipeline: object) -> None:
+    def __init__(
+        self, tmp: Path, broker: TansuBroker, bus: dict[str, object] | None = None, **pipeline: object
+    ) -> None:
         self.tmp = tmp
         self.broker = broker
         self.env = dict(os.environ)
-        self.env.update({env_name("bus", k): str(v) for k, v in BUS.items()})
+        self.env.update({env_name("bus", k): str(v) for k, v in {**BUS, **(bus or {})}.items()})
         values = {
             "checkpoint_dir": tmp / "checkpoints",
             "sensors": "sensor-a,sensor-b",
@@ -198,14 +200,26 @@ def test_killing_an_aggregator_mid_stream_loses_and_duplicates_nothing(
     assert "restored from its checkpoint" in (procs.tmp / "aggregator-2.log").read_text()
 
 
-def test_a_broker_outage_is_survived(procs: Procs, reference: Path, quarters: dict[str, Path]) -> None:
-    broker = procs.broker
+def test_a_broker_outage_is_survived(
+    tmp_path: Path, broker: TansuBroker, reference: Path, quarters: dict[str, Path]
+) -> None:
+    # tansu creates a topic a consumer subscribes to, with 4 partitions, whatever the client asks
+    # (allow_auto_create_topics=False is not honoured); after the restart the members' metadata
+    # requests re-create the topics before anyone can ask for 8, so this test runs with 4
+    procs = Procs(tmp_path, broker, bus={"flows_partitions": 4})
+    try:
+        _outage(procs, broker, reference, quarters)
+    finally:
+        procs.kill_all()
+
+
+def _outage(procs: Procs, broker: TansuBroker, reference: Path, quarters: dict[str, Path]) -> None:
     for p in [procs.sensor("sensor-a", quarters["a1"]), procs.sensor("sensor-b", quarters["b1"])]:
         procs.wait(p, 120)
-    idle = str(int(OUTAGE_S + 30))
+    idle = "8"  # counts only while drained: the outage does not end the run
     agg = procs.aggregator("aggregator-1", "--until-idle", idle)
-    rep = procs.reporter("--until-idle", str(int(OUTAGE_S + 40)))
-    _wait_for(lambda: _checkpointed(procs.tmp / "checkpoints") == 8, 60, "phase one consumed", procs)
+    rep = procs.reporter("--until-idle", "15")
+    _wait_for(lambda: _checkpointed(procs.tmp / "checkpoints") == 4, 60, "phase one consumed", procs)
     _wait_for(
         lambda: (
             (procs.tmp / "out/events.jsonl").exists() and (procs.tmp / "out/events.jsonl").stat().st_size > 0
@@ -227,5 +241,7 @@ def test_a_broker_outage_is_survived(procs: Procs, reference: Path, quarters: di
     procs.wait(agg, 240)
     procs.wait(rep, 240)
     _compare(reference, procs.tmp / "out")
-    logs = procs.logs()
-    assert "retry" in logs
+    # the sensors started during the outage waited with backoff, and said so
+    for f in ("sensor-sensor-a-a2.log", "sensor-sensor-b-b2.log"):
+        text = (procs.tmp / f).read_text()
+        assert "broker not ready" in text and "retry 3 in" in text, text[-2000:]
