@@ -567,7 +567,7 @@ def _tcp_options_by_layout(F: _Frames, rows: Idx, o: I64, oend: I64) -> Mask:
             break  # a rare layout: the rows left are too varied for this to pay
         kinds[hit] = lay[1]
         if lay[2] >= 0:
-            mss[hit] = (w[hit, lay[2]].astype(np.int64) << 8) | w[hit, lay[2] + 1]
+            mss[hit] = w[:, lay[2]:lay[2] + 2].view(">u2")[:, 0][hit]
         todo[hit] = False
     done = ~todo
     if done.any():

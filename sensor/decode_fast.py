@@ -123,8 +123,10 @@ def fast_ethernet_ipv4(out: npt.NDArray[np.void], u8: npt.NDArray[np.uint8], off
     et1 = lw[:, 16:18].view("<u2")[:, 0]
     tagged = ~_ne(et, _VLAN_TPIDS_BE)
     tagged2 = tagged & ~_ne(et1, _VLAN_TPIDS_BE)
-    last = np.where(tagged2, lw[:, 20:22].view("<u2")[:, 0], np.where(tagged, et1, et))
-    ip4 = last == _ETHERTYPE_IPV4_BE
+    # a tag's TPID is never the IPv4 ethertype, so the three cases are exclusive
+    et2 = lw[:, 20:22].view("<u2")[:, 0]
+    ip4 = (et == _ETHERTYPE_IPV4_BE) | (tagged & ((et1 == _ETHERTYPE_IPV4_BE)
+                                                  | (tagged2 & (et2 == _ETHERTYPE_IPV4_BE))))
     p = off + ETH_HDR + ((tagged.view(np.uint8) + tagged2.view(np.uint8)) << 2)
     iv = np.ndarray((u8.size - FAST_IP_WINDOW + 1,), dtype=f"V{FAST_IP_WINDOW}", buffer=u8,
                     offset=0, strides=(1,))
@@ -162,7 +164,7 @@ def fast_ethernet_ipv4(out: npt.NDArray[np.void], u8: npt.NDArray[np.uint8], off
     out[list(_IP_FIELDS)] = w.view(_IP_DTYPE)[:, 0]
     out["ip_version"] = 4
 
-    lw[:, 4:6] = 0
+    lw[:, 4:6].view("<u2")[:, 0] = 0
     keep = -tagged.view(np.uint8)  # 0xFF where tagged, 0 where not: the VLAN ID or 0
     lw[:, 14] &= keep & 0x0F
     lw[:, 15] &= keep
