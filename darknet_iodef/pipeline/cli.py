@@ -347,6 +347,7 @@ def cmd_reporter(args: argparse.Namespace) -> int:
         events_out=out / "events.jsonl",
         deliver=_deliver(args, rep.operator_name, incidents),
         metrics=reporter_metrics(),
+        resume=True,
     )
     stop = threading.Event()
     with _signals(stop):

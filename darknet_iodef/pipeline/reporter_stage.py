@@ -23,13 +23,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from darknet_iodef.bus.base import Message
-from darknet_iodef.errors import RecordError
+from darknet_iodef.bus.base import Message, TopicPartition
+from darknet_iodef.errors import ConfigError, RecordError
 from darknet_iodef.events import decode_event, encode_event
 from darknet_iodef.metrics import ReporterMetrics
 from darknet_iodef.runner import Output, Stage
@@ -55,6 +55,8 @@ class _Period:
     seen: set[tuple[str, int]] = field(default_factory=set)
     closed: bool = False
     dirty: bool = True
+    #: per bus partition, the first offset of an event of this period not yet written out
+    first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
 
 
 def _jsonl(rows: Iterable[dict[str, Any]]) -> bytes:
@@ -83,6 +85,7 @@ class ReporterStage(Stage):
         events_out: Path | None = None,
         deliver: Callable[[Sequence[OutgoingReport]], None] | None = None,
         metrics: ReporterMetrics | None = None,
+        resume: bool = False,
     ) -> None:
         self.settings = settings
         self.out = out
@@ -104,21 +107,64 @@ class ReporterStage(Stage):
         if events_out is not None:
             events_out.parent.mkdir(parents=True, exist_ok=True)
             self._events_fh = open(events_out, "ab")  # noqa: SIM115 -- closed in close()
+        if resume:
+            self._resume()
         self.events_read = 0
         self.duplicates = 0
         self.late_events = 0
         self.documents_written = 0
+
+    def _resume(self) -> None:
+        """Take over the operator's lists a previous run left in ``out`` (a restarted reporter)."""
+        try:
+            reports = self.out / "reports.jsonl"
+            for line in reports.read_text().splitlines() if reports.exists() else []:
+                row = json.loads(line)
+                self._reports[row["incident_id"]] = row
+                self._assigned[row["incident_id"]] = not str(row["recipient"]).startswith("unassigned/")
+            rows: list[tuple[str, dict[str, Any]]] = []
+            for name, field_name in (("not-reported.jsonl", "recipient"), ("unassigned.jsonl", "directory")):
+                path = self.out / name
+                for line in path.read_text().splitlines() if path.exists() else []:
+                    row = json.loads(line)
+                    rows.append((field_name, row))
+            for i, (field_name, row) in enumerate(rows):
+                w = Withheld(row["event"], row["reason"], row.get(field_name))
+                seq = i - len(rows)  # before anything this run reads, in the order they were listed
+                self._withheld[(w.reason, w.event.get("extra.event_id"))] = (seq, seq, w)
+            invalid = self.out / "invalid.jsonl"
+            for line in invalid.read_text().splitlines() if invalid.exists() else []:
+                row = json.loads(line)
+                self._invalid.append(RecordError(row["source"], row["position"], row["reason"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError("--out", f"cannot take over the lists in {self.out}: {exc}") from None
 
     # -- input ------------------------------------------------------------------------------------
     def process(self, message: Message) -> Iterable[Output]:
         ev = decode_event(
             message.value, message.topic, f"partition {message.partition} offset {message.offset}"
         )
-        self.add(ev, message.where)
+        self.add(ev, message.where, (message.topic, message.partition), message.offset)
         self._close_due()
         return ()
 
-    def add(self, ev: dict[str, Any], position: str) -> None:
+    def held_offsets(self) -> Mapping[TopicPartition, int]:
+        """Per partition, the first offset of an event whose period is not written yet.
+
+        Those events exist only in memory: commits stop before them, so a
+        restarted reporter reads them again (documents already written are
+        rewritten identical).
+        """
+        held: dict[TopicPartition, int] = {}
+        for period in self.periods.values():
+            if period.dirty:
+                for tp, off in period.first_offsets.items():
+                    held[tp] = min(off, held.get(tp, off))
+        return held
+
+    def add(
+        self, ev: dict[str, Any], position: str, tp: TopicPartition | None = None, offset: int = 0
+    ) -> None:
         try:
             observed = parse_reportable(ev, "events", position).observation_ns
         except RecordError as exc:
@@ -147,6 +193,8 @@ class ReporterStage(Stage):
                 return
             period = self.periods[start] = _Period()
         period.events.append((self._seq, position, ev))
+        if tp is not None and tp not in period.first_offsets:
+            period.first_offsets[tp] = offset  # offsets rise within a partition: the first is the least
         period.seen.add(key)
         period.dirty = True
         self.watermark = observed if self.watermark is None else max(self.watermark, observed)
@@ -190,6 +238,7 @@ class ReporterStage(Stage):
             for w in docs.withheld:
                 self._keep_withheld(w, seq_of.get(id(w.event), 0))
             period.closed, period.dirty = True, False
+            period.first_offsets.clear()
         self._write_lists()
         oldest = self._oldest_kept()
         if oldest is not None:
