@@ -32,4 +32,9 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(getattr(logging, str(level).upper(), logging.INFO))
+    numeric = getattr(logging, str(level).upper(), logging.INFO)
+    root.setLevel(numeric)
+    # kafka-python logs every failed connection attempt at ERROR while a broker is
+    # away; our runner already says so once per outage, in a sentence. Its own
+    # lines only help when debugging the client.
+    logging.getLogger("kafka").setLevel(numeric if numeric <= logging.DEBUG else logging.CRITICAL)
