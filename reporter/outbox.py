@@ -30,8 +30,6 @@ from the wall clock here.
 from __future__ import annotations
 
 import hashlib
-import os
-import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from reporter.sqlite_private import open_private_db
 from reporter.transport import Outcome, OutcomeKind
 
 __all__ = [
@@ -158,15 +157,8 @@ class Outbox:
         self.path = Path(path)
         self.policy = policy or BackoffPolicy()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # reports may be TLP:AMBER or RED: the file (and its -wal, which SQLite gives the
-        # same mode) is readable by its owner only
-        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._db = open_private_db(self.path, _SCHEMA)
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a report acknowledged as stored survives a power cut, not just a crash
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         self._db.close()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from lxml import etree
 
 from reporter.iodef import IODEF_NS
 from reporter.rid import RID_NS
+from reporter.sqlite_private import open_private_db
 from reporter.tlsconfig import PeerIdentity
 
 __all__ = ["ReceivedReport", "ReceiverStore", "StoredReport", "describe_report"]
@@ -127,13 +127,8 @@ class ReceiverStore:
         self.root = Path(root)
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         index = self.root / "index.sqlite"
-        os.close(os.open(index, os.O_CREAT | os.O_RDWR, 0o600))
-        self._db = sqlite3.connect(index, timeout=30.0, isolation_level=None,
-                                   check_same_thread=False)
+        self._db = open_private_db(index, _SCHEMA)
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         self._db.close()
