@@ -99,6 +99,8 @@ def run_embedded(
     )
     agg = runner_for(agg_stage, mem, bus, group=bus.aggregator_group, topics=[bus.flows_topic], stop=stop)
     rep = runner_for(rep_stage, mem, bus, group=bus.reporter_group, topics=[bus.events_topic], stop=stop)
+    for runner in (agg, rep):
+        runner.poll_timeout = 0.0  # one thread feeds the bus: whatever is not there now will not come
     publisher = publisher_for(mem, bus, stop)
     sources = SourceCounter()
 
