@@ -772,19 +772,23 @@ def decode_frames(buf: npt.NDArray[np.uint8], offsets: npt.NDArray[np.integer],
     if raw.dtype != np.uint8 or raw.ndim != 1 or not raw.flags.c_contiguous:
         raw = np.ascontiguousarray(raw).reshape(-1).view(np.uint8)
     size = raw.size
-    off = offsets.astype(np.int64)
-    cap = np.asarray(cap_lens).astype(np.int64)
-    off_c = np.clip(off, 0, size)
-    cap = np.clip(cap, 0, size - off_c)
+    off_c = np.asarray(offsets, dtype=np.int64)
+    cap_in = np.asarray(cap_lens)
+    cap = cap_in.astype(np.int64)
     end = off_c + cap
-    if size < int(end.max()) + DECODE_PAD:
-        padded = np.zeros(int(end.max()) + DECODE_PAD, dtype=np.uint8)
+    hi = int(end.max())
+    if int(off_c.min()) < 0 or hi > size:
+        # frames reaching past the buffer are cut at its end (readers never pass such frames)
+        off_c = np.clip(off_c, 0, size)
+        cap = np.clip(cap, 0, size - off_c)
+        cap_in = cap
+        end = off_c + cap
+        hi = int(end.max())
+    if size < hi + DECODE_PAD:
+        padded = np.zeros(hi + DECODE_PAD, dtype=np.uint8)
         padded[:size] = raw
         raw = padded
     lt = _as_rows(linktype, n, np.uint16)
-    ifc = _as_rows(iface, n, np.uint16)
-    ts = np.asarray(ts_ns)
-    wire = np.asarray(wire_lens)
     B = _Bytes(raw)
     one = np.ndim(linktype) == 0 or int(lt.min()) == int(lt.max())
     # blocks of rows small enough that the output rows being filled stay in cache
@@ -801,15 +805,12 @@ def decode_frames(buf: npt.NDArray[np.uint8], offsets: npt.NDArray[np.integer],
             _decode_block(blk, B, off_c[s:e], end[s:e], blt)
     if slow:
         _decode_slow(out, B, np.concatenate(slow), off_c, end)
-    for s in range(0, n, BLOCK_ROWS):
-        e = min(s + BLOCK_ROWS, n)
-        blk = out[s:e]
-        # written last: the fast path may have written over rows it left to the general one
-        blk["ts_ns"] = ts[s:e]
-        blk["iface"] = ifc[s:e]
-        blk["linktype"] = lt[s:e]
-        blk["wire_len"] = wire[s:e]
-        blk["cap_len"] = cap[s:e]
+    # written last: the fast path may have written over rows it left to the general one
+    out["ts_ns"] = ts_ns
+    out["iface"] = _as_rows(iface, n, np.uint16) if np.ndim(iface) else iface
+    out["linktype"] = lt if np.ndim(linktype) else linktype
+    out["wire_len"] = wire_lens
+    out["cap_len"] = cap_in
     return out
 
 
