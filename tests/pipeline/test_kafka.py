@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from darknet_iodef.settings import env_name
-from tests.bus.tansu import TansuBroker
+from tests.bus.tansu import TansuBroker, free_port
 from tests.pipeline.helpers import (
     SAMPLE_DARKNET,
     document_files,
@@ -140,6 +142,14 @@ def _compare(reference: Path, out: Path) -> None:
     assert document_files(out / "incidents") == document_files(reference / "incidents")
 
 
+def _scrape(listen: str) -> str:
+    try:
+        with urllib.request.urlopen(f"http://{listen}/metrics", timeout=2) as r:
+            return str(r.read().decode())
+    except OSError:
+        return ""
+
+
 def _checkpointed(directory: Path) -> int:
     return len(list(directory.glob("*.json"))) if directory.exists() else 0
 
@@ -217,7 +227,8 @@ def _outage(procs: Procs, broker: TansuBroker, reference: Path, quarters: dict[s
     for p in [procs.sensor("sensor-a", quarters["a1"]), procs.sensor("sensor-b", quarters["b1"])]:
         procs.wait(p, 120)
     idle = "8"  # counts only while drained: the outage does not end the run
-    agg = procs.aggregator("aggregator-1", "--until-idle", idle)
+    metrics = f"127.0.0.1:{free_port()}"
+    agg = procs.aggregator("aggregator-1", "--until-idle", idle, "--metrics", metrics)
     rep = procs.reporter("--until-idle", "15")
     _wait_for(lambda: _checkpointed(procs.tmp / "checkpoints") == 4, 60, "phase one consumed", procs)
     _wait_for(
@@ -228,7 +239,13 @@ def _outage(procs: Procs, broker: TansuBroker, reference: Path, quarters: dict[s
         "events at the reporter",
         procs,
     )
-    time.sleep(3)
+    # the aggregator's Prometheus endpoint: flows, events and its consumer lag (reported every 10 s)
+    _wait_for(
+        lambda: "darknet_aggregator_consumer_lag_messages{" in _scrape(metrics), 30, "consumer lag", procs
+    )
+    text = _scrape(metrics)
+    assert 'darknet_aggregator_events_total{kind="scan"}' in text
+    assert re.search(r"^darknet_aggregator_received_flows_total [1-9]", text, re.M)
     broker.stop()
     # the second half of the capture arrives while the broker is away: the sensors must hold it
     late = [procs.sensor("sensor-a", quarters["a2"]), procs.sensor("sensor-b", quarters["b2"])]
