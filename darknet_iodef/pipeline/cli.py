@@ -12,6 +12,7 @@ nothing came for that long.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -194,7 +195,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     out: Path = args.out
     deliver = _deliver(args, rep.operator_name, out / "incidents")
     stop = threading.Event()
-    with _signals(stop):
+    # live: SIGTERM/SIGINT end the capture, and what was captured is reported; files: Ctrl-C
+    # interrupts (nothing half-written is left as if complete: the summary is written last)
+    with _signals(stop) if args.interface else contextlib.nullcontext():
         result = run_embedded(
             args.captures,
             out,

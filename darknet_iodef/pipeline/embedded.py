@@ -97,11 +97,14 @@ def run_embedded(
         deliver=deliver,
         metrics=reporter_metrics(),
     )
-    agg = runner_for(agg_stage, mem, bus, group=bus.aggregator_group, topics=[bus.flows_topic], stop=stop)
-    rep = runner_for(rep_stage, mem, bus, group=bus.reporter_group, topics=[bus.events_topic], stop=stop)
+    # ``stop`` ends the capture; what was captured is then processed to the end (the memory bus
+    # never fails, so these runners never wait), hence their own event, never set
+    done = threading.Event()
+    agg = runner_for(agg_stage, mem, bus, group=bus.aggregator_group, topics=[bus.flows_topic], stop=done)
+    rep = runner_for(rep_stage, mem, bus, group=bus.reporter_group, topics=[bus.events_topic], stop=done)
     for runner in (agg, rep):
         runner.poll_timeout = 0.0  # one thread feeds the bus: whatever is not there now will not come
-    publisher = publisher_for(mem, bus, stop)
+    publisher = publisher_for(mem, bus, done)
     sources = SourceCounter()
 
     def on_batch(batch: FlowBatch) -> None:

@@ -174,6 +174,9 @@ def publish_live(
             on_batch(batch)
         publish(stage.outputs(batch))
 
-    return run_live(
+    summary = run_live(
         interface, darknet, settings, live, sink, sensor_name=name, stop=stop, metrics=stage.metrics
     )
+    stage.totals.capture_records = int(summary.frames)
+    stage.totals.builder = {k: int(v) for k, v in summary.flow_stats.items()}
+    return summary
