@@ -21,7 +21,7 @@ def _declared_series() -> set[str]:
         cls.create(reg)
     for component in ("aggregator", "reporter"):  # the sensor only produces: no stage metrics
         m.StageMetrics.create(component, reg)
-    names = set()
+    names: set[str] = set()
     for family in reg.collect():
         suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
         names.update(family.name + s for s in suffixes.get(family.type, ("",)))
