@@ -531,46 +531,57 @@ def _option_layout(b: bytes) -> tuple[tuple[tuple[int, int], ...], int, int] | N
     return tuple(checks), kinds, mss_col
 
 
+#: ``_tcp_options_by_layout``: a row whose layout is known (option lengths are at most 40)
+_MATCHED = np.uint64(1 << 63)
+
+
 def _tcp_options_by_layout(F: _Frames, rows: Idx, o: I64, oend: I64) -> Mask:
     """Kinds and MSS for the rows whose option list has the layout of one of a few
     sampled rows (a stack or a scanner sends the same layout every time, only values
     such as timestamps change); returns the rows left for the general walk."""
     n = rows.size
-    size = np.minimum(oend - o, 40)
     w = F.B.win(o, 40)
     w64 = w.view("<u8")
-    todo = np.ones(n, dtype=bool)
+    # per row the length of its option bytes, then _MATCHED once a layout matched it (a
+    # value no length has, so matched rows drop out of the compares at no extra cost)
+    key = np.minimum(oend - o, 40).astype(np.uint64)
     kinds = np.zeros(n, dtype=np.uint64)
     mss = np.zeros(n, dtype=np.int64)
+    left, i = n, 0
     tried: set[tuple[int, tuple[tuple[int, int], ...]]] = set()
     for _ in range(6):
-        left = np.flatnonzero(todo)
-        if left.size < 32:
+        if left < 32:
             break
-        i = int(left[0])
-        sz = int(size[i])
+        if key[i] == _MATCHED:
+            i = int(np.argmax(key != _MATCHED))  # the first row not matched yet
+        sz = int(key[i])
         lay = _option_layout(w[i, :sz].tobytes())
         if lay is None or (sz, lay[0]) in tried:
             break
         tried.add((sz, lay[0]))
-        # the layout's bytes as a 40-byte mask and value: 5 uint64 compares per row
+        # the layout's bytes as a 40-byte mask and value: up to 5 uint64 compares per row
         mask = np.zeros(40, dtype=np.uint8)
         want = np.zeros(40, dtype=np.uint8)
         for c, v in lay[0]:
             mask[c], want[c] = 0xFF, v
-        diff = (size != sz).astype(np.uint64)
+        diff = key ^ np.uint64(sz)
         for j, (mk, wv) in enumerate(zip(mask.view("<u8").tolist(), want.view("<u8").tolist(), strict=True)):
             if mk:
                 diff |= (w64[:, j] & np.uint64(mk)) ^ np.uint64(wv)
-        hit = np.flatnonzero((diff == 0) & todo)
-        if hit.size * 16 < left.size:
+        hit = np.flatnonzero(diff == 0)
+        if hit.size * 16 < left:
             break  # a rare layout: the rows left are too varied for this to pay
         kinds[hit] = lay[1]
         if lay[2] >= 0:
             mss[hit] = w[:, lay[2]:lay[2] + 2].view(">u2")[:, 0][hit]
-        todo[hit] = False
-    done = ~todo
-    if done.any():
+        key[hit] = _MATCHED
+        left -= hit.size
+    todo = key != _MATCHED
+    if not left:
+        F.put("tcp_opt_kinds", rows, kinds)
+        F.put("tcp_mss", rows, mss)
+    elif left < n:
+        done = ~todo
         F.put("tcp_opt_kinds", rows[done], kinds[done])
         F.put("tcp_mss", rows[done], mss[done])
     return todo
@@ -839,7 +850,9 @@ def _decode_slow(out: npt.NDArray[np.void], B: _Bytes, rows: Idx, off: I64, end:
         r = rows[s:s + BLOCK_ROWS]
         sub = np.zeros(r.size, dtype=PACKET_DTYPE)
         _decode_block(sub, B, off[r], end[r], LINKTYPE_ETHERNET)
-        out[r] = sub
+        # as raw rows: numpy copies structured rows field by field
+        raw = f"V{PACKET_DTYPE.itemsize}"
+        out.view(raw)[r] = sub.view(raw)
 
 
 def _decode_block(out: npt.NDArray[np.void], B: _Bytes, off: I64, end: I64,
