@@ -139,6 +139,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="per-partition checkpoints, shared by the group ([pipeline] checkpoint_dir)",
     )
     a.add_argument(
+        "--sensors",
+        metavar="NAME[,NAME...]",
+        help="the sensors to wait for before closing an interval ([pipeline] sensors)",
+    )
+    a.add_argument(
         "--until-idle",
         type=float,
         metavar="SECONDS",

@@ -168,7 +168,11 @@ def test_two_sensors_two_aggregators_one_reporter(
 ) -> None:
     for p in [procs.sensor("sensor-a", halves[0]), procs.sensor("sensor-b", halves[1])]:
         procs.wait(p, 120)
-    aggs = [procs.aggregator(f"aggregator-{i}", "--until-idle", "5") for i in (1, 2)]
+    procs.env.pop(env_name("pipeline", "sensors"))  # the flag says it here
+    aggs = [
+        procs.aggregator(f"aggregator-{i}", "--until-idle", "5", "--sensors", "sensor-a,sensor-b")
+        for i in (1, 2)
+    ]
     for p in aggs:
         procs.wait(p, 120)
     procs.wait(procs.reporter("--until-idle", "3"), 120)
