@@ -278,8 +278,29 @@ def serve(runner: Runner, until_idle: float | None) -> None:
         if runner.step() or not _drained(runner):
             last = time.monotonic()
         elif time.monotonic() - last >= until_idle:
-            runner.run(until_end=True)
+            _finish(runner)
             return
+
+
+def _finish(runner: Runner) -> None:
+    """End of a finite input: emit what the stage holds, hand it over, checkpoint, then commit.
+
+    Not ``Runner.run(until_end=True)``: that commits everything before the
+    aggregator could checkpoint what the commit covers. Here the commit comes
+    last and goes through ``held_offsets`` like every other.
+    """
+    from darknet_iodef.runner import Publisher, Stopped
+
+    try:
+        Publisher(runner.producer, name=runner.stage.name, backoff=runner.backoff, stop=runner.stop).publish(
+            runner.stage.finish()
+        )
+    except Stopped:
+        return
+    checkpoint_all = getattr(runner.stage, "checkpoint_all", None)
+    if checkpoint_all is not None:
+        checkpoint_all()
+    runner.step(0.0)
 
 
 def _close(runner: Runner) -> None:
