@@ -800,6 +800,11 @@ def decode_frames(buf: npt.NDArray[np.uint8], offsets: npt.NDArray[np.integer],
         padded[:size] = raw
         raw = padded
     lt = _as_rows(linktype, n, np.uint16)
+    # one value for every row, or one per row
+    lt_out: Any = lt if np.ndim(linktype) else linktype
+    ifc: Any = _as_rows(iface, n, np.uint16) if np.ndim(iface) else iface
+    ts = np.asarray(ts_ns)
+    wire = np.asarray(wire_lens)
     B = _Bytes(raw)
     one = np.ndim(linktype) == 0 or int(lt.min()) == int(lt.max())
     # blocks of rows small enough that the output rows being filled stay in cache
@@ -814,14 +819,14 @@ def decode_frames(buf: npt.NDArray[np.uint8], offsets: npt.NDArray[np.integer],
                 slow.append(left + s)
         else:
             _decode_block(blk, B, off_c[s:e], end[s:e], blt)
+        # while the block's rows are still in cache
+        blk["ts_ns"] = ts[s:e]
+        blk["iface"] = ifc if np.ndim(ifc) == 0 else ifc[s:e]
+        blk["linktype"] = lt_out if np.ndim(lt_out) == 0 else lt_out[s:e]
+        blk["wire_len"] = wire[s:e]
+        blk["cap_len"] = cap_in[s:e]
     if slow:
         _decode_slow(out, B, np.concatenate(slow), off_c, end)
-    # written last: the fast path may have written over rows it left to the general one
-    out["ts_ns"] = ts_ns
-    out["iface"] = _as_rows(iface, n, np.uint16) if np.ndim(iface) else iface
-    out["linktype"] = lt if np.ndim(linktype) else linktype
-    out["wire_len"] = wire_lens
-    out["cap_len"] = cap_in
     return out
 
 
@@ -844,14 +849,24 @@ def _decode_ethernet_block(out: npt.NDArray[np.void], B: _Bytes, off: I64, end: 
     return fast.slow
 
 
+#: the record fields (time, interface, link type, lengths) lead the row; the decoder fills the rest
+_RECORD_FIELDS = ("ts_ns", "iface", "linktype", "wire_len", "cap_len")
+_RECORD_BYTES = max(PACKET_DTYPE.fields[f][1] + PACKET_DTYPE[f].itemsize for f in _RECORD_FIELDS)  # type: ignore[index]
+if any(PACKET_DTYPE.fields[f][1] < _RECORD_BYTES  # type: ignore[index]
+       for f in PACKET_DTYPE.names or () if f not in _RECORD_FIELDS):
+    raise AssertionError("PACKET_DTYPE: the record fields must lead the row")
+
+
 def _decode_slow(out: npt.NDArray[np.void], B: _Bytes, rows: Idx, off: I64, end: I64) -> None:
     """Ethernet frames ``rows`` of ``out`` (in order) decoded afresh by the general path."""
     for s in range(0, rows.size, BLOCK_ROWS):
         r = rows[s:s + BLOCK_ROWS]
-        sub = np.zeros(r.size, dtype=PACKET_DTYPE)
-        _decode_block(sub, B, off[r], end[r], LINKTYPE_ETHERNET)
         # as raw rows: numpy copies structured rows field by field
         raw = f"V{PACKET_DTYPE.itemsize}"
+        sub = out.view(raw)[r].view(PACKET_DTYPE)
+        # the record's own fields (written already) stay; every decoded field starts at 0
+        sub.view(np.uint8).reshape(r.size, -1)[:, _RECORD_BYTES:] = 0
+        _decode_block(sub, B, off[r], end[r], LINKTYPE_ETHERNET)
         out.view(raw)[r] = sub.view(raw)
 
 
