@@ -18,9 +18,13 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from darknet_iodef.addresses import DarkPrefixes
 from darknet_iodef.bus.base import Bus
@@ -30,6 +34,7 @@ from darknet_iodef.errors import CaptureError, ConfigError, TransientError
 from darknet_iodef.flowtuple import FlowBatch, encode_batch
 from darknet_iodef.metrics import SensorMetrics
 from darknet_iodef.runner import Backoff, Output, Publisher
+from sensor.fields import Status
 from sensor.flows import FlowBuilder
 from sensor.settings import SensorSettings
 
@@ -100,6 +105,17 @@ def publisher_for(
     return Publisher(bus.producer(), name="sensor", metrics=metrics, backoff=backoff, stop=stop)
 
 
+def _count(metrics: SensorMetrics, packets: npt.NDArray[np.void], seconds: float) -> None:
+    """The sensor's packet metrics for one block (as the live agent counts them)."""
+    metrics.received_packets.inc(int(packets.shape[0]))
+    metrics.received_bytes.inc(int(packets["wire_len"].sum(dtype=np.int64)))
+    counts = np.bincount(packets["status"], minlength=len(Status))
+    for status in Status:
+        if status is not Status.OK and status < counts.shape[0] and counts[status]:
+            metrics.dropped_packets.labels(reason=status.name.lower()).inc(int(counts[status]))
+    metrics.processing_duration.observe(seconds)
+
+
 def _builder(settings: SensorSettings) -> tuple[DarkPrefixes, str]:
     if not settings.darknet:
         raise ConfigError(
@@ -141,9 +157,11 @@ def publish_captures(
     try:
         for path in captures:
             for packets in iter_packet_batches(path, stats=cstats, progress=progress):
-                emit(builder.push(packets))
+                started = time.perf_counter()
+                batches = builder.push(packets)
                 if stage.metrics:
-                    stage.metrics.received_packets.inc(int(packets.shape[0]))
+                    _count(stage.metrics, packets, time.perf_counter() - started)
+                emit(batches)
         emit(builder.flush())
     finally:
         progress.close()

@@ -151,3 +151,40 @@ def test_a_missing_capture_is_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope.pcap" in err[0] and "cannot open" in err[0]
+
+
+def test_run_counts_in_the_prometheus_metrics(tmp_path: Path, repo_root: Path) -> None:
+    from prometheus_client import REGISTRY
+
+    names = {
+        "packets": ("darknet_sensor_received_packets_total", {}),
+        "not_ip": ("darknet_sensor_dropped_packets_total", {"reason": "not_ip"}),
+        "flows": ("darknet_aggregator_received_flows_total", {}),
+        "documents": ("darknet_reporter_written_reports_total", {"format": "xml"}),
+        "consumed": ("darknet_aggregator_consumed_messages_total", {"topic": "darknet.flows"}),
+    }
+
+    def values() -> dict[str, float]:
+        return {k: REGISTRY.get_sample_value(n, labels) or 0.0 for k, (n, labels) in names.items()}
+
+    before = values()
+    assert (
+        main(
+            [
+                "run",
+                str(repo_root / "pcaps/sample-darknet.pcap"),
+                "--darknet",
+                SAMPLE_DARKNET,
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 0
+    )
+    after = values()
+    delta = {k: after[k] - before[k] for k in names}
+    summary = json.loads((tmp_path / "o/summary.json").read_text())
+    assert delta["packets"] == 40_000 and delta["not_ip"] == 20
+    assert delta["flows"] == summary["sensor"]["flows"]
+    assert delta["documents"] == summary["reports"]["documents"]
+    assert delta["consumed"] == summary["bus"]["flows_messages"]
