@@ -112,9 +112,11 @@ def iter_pcap(reader: ChunkReader, hdr: PcapHeader, batch_size: int, stats: Capt
             # the record headers, gathered as one (n, 4) block of uint32
             rh = np.ndarray((reader.buf.size - 15,), dtype="V16", buffer=reader.buf, offset=0,
                             strides=(1,))[r].view(hdr.order + "u4").reshape(-1, 4)
-            cap = rh[:, 2].astype(np.uint32)
-            wire = rh[:, 3].astype(np.uint32)
-            ts = rh[:, 0].astype(np.int64) * 1_000_000_000 + rh[:, 1].astype(np.int64) * frac_mult
+            # columns as they are when the file's byte order is the machine's (no copies)
+            cap = np.asarray(rh[:, 2], dtype=np.uint32)
+            wire = np.asarray(rh[:, 3], dtype=np.uint32)
+            ts = rh[:, 0] * np.int64(1_000_000_000)
+            ts += rh[:, 1] * np.int64(frac_mult) if frac_mult != 1 else rh[:, 1]
             if 0 < hdr.snaplen < MAX_CAPLEN:
                 over = cap > hdr.snaplen
                 if over.any():
