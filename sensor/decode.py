@@ -809,44 +809,42 @@ def decode_frames(buf: npt.NDArray[np.uint8], offsets: npt.NDArray[np.integer],
     one = np.ndim(linktype) == 0 or int(lt.min()) == int(lt.max())
     # blocks of rows small enough that the output rows being filled stay in cache
     slow: list[Idx] = []
+    opts: list[tuple[Idx, I64, I64]] = []
+    general = False  # a block went through the general path (it writes option fields too)
     for s in range(0, n, BLOCK_ROWS):
         e = min(s + BLOCK_ROWS, n)
         blk = out[s:e]
         blt = int(lt[s]) if one else lt[s:e].astype(np.uint16)
+        fast = None
         if isinstance(blt, int) and blt == LINKTYPE_ETHERNET:
-            left = _decode_ethernet_block(blk, B, off_c[s:e], end[s:e])
-            if left.size:
-                slow.append(left + s)
-        else:
+            fast = fast_ethernet_ipv4(blk, B.u8, off_c[s:e], end[s:e])
+        if fast is None:
             _decode_block(blk, B, off_c[s:e], end[s:e], blt)
+            general = True
+        else:
+            if fast.slow.size:
+                slow.append(fast.slow + s)
+            if fast.opt_rows.size:
+                opts.append((fast.opt_rows + s, fast.opt_start, fast.opt_end))
         # while the block's rows are still in cache
         blk["ts_ns"] = ts[s:e]
         blk["iface"] = ifc if np.ndim(ifc) == 0 else ifc[s:e]
         blk["linktype"] = lt_out if np.ndim(lt_out) == 0 else lt_out[s:e]
         blk["wire_len"] = wire[s:e]
         blk["cap_len"] = cap_in[s:e]
-    if slow:
-        _decode_slow(out, B, np.concatenate(slow), off_c, end)
-    return out
-
-
-def _decode_ethernet_block(out: npt.NDArray[np.void], B: _Bytes, off: I64, end: I64) -> Idx:
-    """Ethernet frames: the fast path (:mod:`sensor.decode_fast`) for the usual shapes.
-
-    Returns the rows left for the general path (their output rows must be
-    overwritten whole): these are gathered over all blocks of a batch and
-    decoded together, as the general path costs a fixed time per call.
-    """
-    fast = fast_ethernet_ipv4(out, B.u8, off, end)
-    if fast is None:
-        _decode_block(out, B, off, end, LINKTYPE_ETHERNET)
-        return np.zeros(0, dtype=np.intp)
-    if fast.opt_rows.size:
-        F = _Frames(out, B, off, end)
-        _tcp_options(F, fast.opt_rows, fast.opt_start, fast.opt_end)
+    if opts:
+        # TCP options of the fast rows of all blocks at once: their layouts are learnt once
+        F = _Frames(out, B, off_c, end)
+        if general:
+            F.written.update(("tcp_opt_kinds", "tcp_mss"))
+        _tcp_options(F, *(np.concatenate(a) for a in zip(*opts, strict=True)))
         for name, col in F.cols.items():
             out[name] = col
-    return fast.slow
+    if slow:
+        # rows the fast path left (their output rows must be overwritten whole), decoded
+        # together: the general path costs a fixed time per call
+        _decode_slow(out, B, np.concatenate(slow), off_c, end)
+    return out
 
 
 #: the record fields (time, interface, link type, lengths) lead the row; the decoder fills the rest
