@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -266,20 +266,34 @@ def _drained(runner: Runner) -> bool:
         return False
 
 
-def serve(runner: Runner, until_idle: float | None) -> None:
-    """Run until stopped; with ``until_idle``, finish once drained and idle that long."""
+def serve(runner: Runner, until_idle: float | None, probe: Callable[[], object] | None = None) -> None:
+    """Run until stopped; with ``until_idle``, finish once drained and idle that long.
+
+    Idle time counts only while the input is known to be drained *and*
+    ``probe`` (a round trip to the broker) succeeds: while the broker is away
+    nothing can be known -- a client may answer from what it cached -- and an
+    outage must not end the run.
+    """
     if until_idle is None:
         runner.run()
         return
-    # idle time counts only while the input is known to be drained: a broker that is away
-    # (where nothing can be known) does not end the run
     last = time.monotonic()
     while not runner.stop.is_set():
-        if runner.step() or not _drained(runner):
+        if runner.step() or not _drained(runner) or not _reachable(probe):
             last = time.monotonic()
         elif time.monotonic() - last >= until_idle:
             _finish(runner)
             return
+
+
+def _reachable(probe: Callable[[], object] | None) -> bool:
+    if probe is None:
+        return True
+    try:
+        probe()
+        return True
+    except TransientError:
+        return False
 
 
 def _finish(runner: Runner) -> None:
@@ -344,7 +358,7 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
             stage, bus, settings, group=settings.aggregator_group, topics=[settings.flows_topic], stop=stop
         )
         try:
-            serve(runner, args.until_idle)
+            serve(runner, args.until_idle, lambda: bus.ensure_topics([settings.flows_topic]))
             if runner.producer.pending() == 0:
                 stage.checkpoint_all()
         finally:
@@ -384,7 +398,7 @@ def cmd_reporter(args: argparse.Namespace) -> int:
             stage, bus, settings, group=settings.reporter_group, topics=[settings.events_topic], stop=stop
         )
         try:
-            serve(runner, args.until_idle)
+            serve(runner, args.until_idle, lambda: bus.ensure_topics([settings.events_topic]))
         finally:
             stage.close()
             _close(runner)
