@@ -230,10 +230,12 @@ def test_a_broker_outage_is_survived(
 def _outage(procs: Procs, broker: TansuBroker, reference: Path, quarters: dict[str, Path]) -> None:
     for p in [procs.sensor("sensor-a", quarters["a1"]), procs.sensor("sensor-b", quarters["b1"])]:
         procs.wait(p, 120)
-    idle = "8"  # counts only while drained: the outage does not end the run
+    # idle time counts only while drained and the broker answers: the outage does not end the run;
+    # 15 s outlasts the wait below for the first consumer-lag report (every 10 s)
+    idle = "15"
     metrics = f"127.0.0.1:{free_port()}"
     agg = procs.aggregator("aggregator-1", "--until-idle", idle, "--metrics", metrics)
-    rep = procs.reporter("--until-idle", "15")
+    rep = procs.reporter("--until-idle", "25")  # outlasts the aggregator's idle time
     _wait_for(lambda: _checkpointed(procs.tmp / "checkpoints") == 4, 60, "phase one consumed", procs)
     _wait_for(
         lambda: (
