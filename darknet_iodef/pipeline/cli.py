@@ -216,6 +216,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             live=live,
             stop=stop,
             deliver=deliver,
+            # SIGHUP in a live run re-reads the table from the same file
+            contacts_loader=(lambda: _contacts(args.contacts)) if args.contacts else None,
         )
     print(summary_text(result.summary))
     print(f"written   {out}/events.jsonl, {out}/summary.json")

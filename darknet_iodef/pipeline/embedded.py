@@ -17,7 +17,7 @@ import dataclasses
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 from aggregator.settings import AggregatorSettings
 from darknet_iodef.bus.memory import MemoryBus
 from darknet_iodef.bus.settings import BusSettings
+from darknet_iodef.errors import DarknetError
 from darknet_iodef.flowtuple import FlowBatch
 from darknet_iodef.metrics import aggregator_metrics, reporter_metrics, sensor_metrics
 from darknet_iodef.pipeline.aggregator_stage import AggregatorStage
@@ -54,6 +55,36 @@ def _drain(runner: Runner) -> None:
         pass
 
 
+def reloader(
+    agg_stage: AggregatorStage,
+    rep_stage: ReporterStage,
+    contacts_loader: Callable[[], ContactTable | None] | None,
+) -> Callable[[], None]:
+    """What SIGHUP does in a live run: re-read the allow-list and the contacts table.
+
+    A table that no longer loads keeps the previous one (one line in the log),
+    so an operator's typo never stops a telescope.
+    """
+
+    def reload() -> None:
+        agg_stage.known.reload()
+        if contacts_loader is None:
+            return
+        try:
+            table = contacts_loader()
+        except DarknetError as exc:
+            log.warning("Keeping the previous contacts table: %s", exc)
+            return
+        rep_stage.contacts = table
+        log.info(
+            "Reloaded the contacts table: %d organisations, %d prefixes",
+            len(table.contacts) if table is not None else 0,
+            table.prefix_count if table is not None else 0,
+        )
+
+    return reload
+
+
 def run_embedded(
     captures: Sequence[str],
     out: Path,
@@ -70,6 +101,7 @@ def run_embedded(
     stop: threading.Event | None = None,
     progress_enabled: bool | None = None,
     deliver: Any = None,
+    contacts_loader: Callable[[], ContactTable | None] | None = None,
 ) -> EmbeddedResult:
     """Run the whole pipeline on ``captures`` (or live on ``interface``); write everything under ``out``."""
     stop = stop or threading.Event()
@@ -117,7 +149,14 @@ def run_embedded(
 
     if interface:
         live_summary = publish_live(
-            interface, sensor, live, sensor_stage, publish, stop=stop, on_batch=on_batch
+            interface,
+            sensor,
+            live,
+            sensor_stage,
+            publish,
+            stop=stop,
+            on_batch=on_batch,
+            reload_callbacks=[reloader(agg_stage, rep_stage, contacts_loader)],
         )
         packets = int(getattr(live_summary, "frames", 0))
     else:

@@ -181,8 +181,12 @@ def publish_live(
     *,
     stop: threading.Event | None = None,
     on_batch: Callable[[FlowBatch], None] | None = None,
+    reload_callbacks: Sequence[Callable[[], None]] = (),
 ) -> Any:
-    """Capture on ``interface`` until stopped (SIGTERM/SIGINT) and publish every closed interval."""
+    """Capture on ``interface`` until stopped (SIGTERM/SIGINT) and publish every closed interval.
+
+    SIGHUP runs ``reload_callbacks`` in the capture loop, between batches.
+    """
     from sensor.live.agent import run_live
 
     darknet, name = _builder(settings)
@@ -193,7 +197,15 @@ def publish_live(
         publish(stage.outputs(batch))
 
     summary = run_live(
-        interface, darknet, settings, live, sink, sensor_name=name, stop=stop, metrics=stage.metrics
+        interface,
+        darknet,
+        settings,
+        live,
+        sink,
+        sensor_name=name,
+        stop=stop,
+        metrics=stage.metrics,
+        reload_callbacks=reload_callbacks,
     )
     stage.totals.capture_records = int(summary.frames)
     stage.totals.builder = {k: int(v) for k, v in summary.flow_stats.items()}

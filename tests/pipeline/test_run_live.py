@@ -77,3 +77,65 @@ def test_run_captures_live_until_sigterm_then_reports(tmp_path: Path, repo_root:
     rows = (out / "incidents/reports.jsonl").read_text().splitlines()
     assert len(rows) == summary["reports"]["documents"]
     assert stdout.splitlines()[0].startswith("packets   40,000 read, 39,950 to the darknet")
+
+
+NOBODY = """\
+[[contact]]
+id = "documentation-net"
+organisation = "Documentation network"
+abuse_email = "abuse@doc.example"
+prefixes = ["192.0.2.0/24"]
+"""
+
+EVERYONE = """\
+[[contact]]
+id = "everyone"
+organisation = "Catch-all operator"
+abuse_email = "abuse@everyone.example"
+format = "xml"
+prefixes = ["0.0.0.0/0", "::/0"]
+"""
+
+
+def test_sighup_reloads_the_contacts_of_a_live_run(tmp_path: Path, repo_root: Path) -> None:
+    """The table is swapped while capturing; SIGHUP makes the reports go to the new recipient."""
+    out = tmp_path / "out"
+    contacts = tmp_path / "contacts.toml"
+    contacts.write_text(NOBODY)
+    with veth_pair() as veth:
+        cmd = [
+            "ip", "netns", "exec", veth.cap_ns, sys.executable, "-m", "darknet_iodef.cli",
+            "run", "--interface", veth.cap_if, "--darknet", SAMPLE_DARKNET, "--name", "live",
+            "--contacts", str(contacts), "--out", str(out),
+        ]  # fmt: skip
+        proc = subprocess.Popen(cmd, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines: list[str] = []
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                lines.append(line)
+                if "Capturing on" in line:
+                    break
+            contacts.write_text(EVERYONE)
+            proc.send_signal(signal.SIGHUP)
+            for line in proc.stderr:  # the reload happens in the capture loop: wait for it
+                lines.append(line)
+                if "Reloaded the contacts table" in line:
+                    break
+            assert "1 organisations, 2 prefixes" in lines[-1]
+            subprocess.run(
+                veth.send_cmd("tcpreplay", "-q", "--topspeed", "-i", veth.send_if,
+                              str(repo_root / "pcaps/sample-darknet.pcap")),
+                check=True, capture_output=True, timeout=120,
+            )  # fmt: skip
+            proc.send_signal(signal.SIGTERM)
+            _, rest = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, "".join(lines) + rest
+    rows = (out / "incidents/reports.jsonl").read_text().splitlines()
+    recipients = {json.loads(row)["recipient"] for row in rows}
+    assert recipients == {"everyone"}
+    assert list((out / "incidents/everyone").glob("*.xml"))
