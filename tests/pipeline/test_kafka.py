@@ -6,10 +6,10 @@ the flows topic has 8 partitions, and the results must be the reference's:
 the same events (spoofing summaries aside, which are per flows partition
 and carry ``extra.partition``) and byte-identical documents.
 
-The outage test keeps the broker away for ``OUTAGE_S`` seconds (the issue
-asks for a minute; 20 s here keeps the suite short -- every component backs
-off to at most 2 s between attempts, so a longer outage changes nothing but
-the number of retries). Set DARKNET_IODEF_TEST_OUTAGE_S=60 for the full minute.
+The outage test keeps the broker away for ``OUTAGE_S`` seconds: a minute, as
+the issue asks (about 2 minutes for the test). Every component backs off to
+at most 2 s between attempts, so a shorter outage only changes the number of
+retries: set DARKNET_IODEF_TEST_OUTAGE_S=20 for a quicker run while developing.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from tests.pipeline.helpers import (
 
 pytestmark = pytest.mark.kafka
 
-OUTAGE_S = float(os.environ.get("DARKNET_IODEF_TEST_OUTAGE_S", "20"))
+OUTAGE_S = float(os.environ.get("DARKNET_IODEF_TEST_OUTAGE_S", "60"))
 
 BUS = {
     "flows_partitions": 8,
