@@ -13,60 +13,65 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.pipeline.helpers import SAMPLE_DARKNET
-from tests.sensor.live_netns import veth_pair
+from tests.sensor.live_netns import VethPair, veth_pair
+
+
+@contextmanager
+def live_run(
+    veth: VethPair, repo_root: Path, *args: str
+) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """``darknet-iodef run --interface`` in the capture namespace, yielded once the capture is open.
+
+    The stderr lines read so far are yielded too (for failure messages and
+    for tests that wait for a later line); the process is killed on the way
+    out if the test did not end it.
+    """
+    cmd = [
+        "ip", "netns", "exec", veth.cap_ns, sys.executable, "-m", "darknet_iodef.cli",
+        "run", "--interface", veth.cap_if, "--darknet", SAMPLE_DARKNET, "--name", "live", *args,
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    try:
+        wait_for_line(proc, lines, "Capturing on")
+        yield proc, lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for_line(proc: subprocess.Popen[str], lines: list[str], text: str) -> None:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        lines.append(line)
+        if text in line:
+            return
+
+
+def replay_sample(veth: VethPair, repo_root: Path) -> None:
+    subprocess.run(
+        veth.send_cmd("tcpreplay", "-q", "--topspeed", "-i", veth.send_if,
+                      str(repo_root / "pcaps/sample-darknet.pcap")),
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+
+
+def stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=120)
 
 
 def test_run_captures_live_until_sigterm_then_reports(tmp_path: Path, repo_root: Path) -> None:
     out = tmp_path / "out"
-    with veth_pair() as veth:
-        cmd = [
-            "ip",
-            "netns",
-            "exec",
-            veth.cap_ns,
-            sys.executable,
-            "-m",
-            "darknet_iodef.cli",
-            "run",
-            "--interface",
-            veth.cap_if,
-            "--darknet",
-            SAMPLE_DARKNET,
-            "--name",
-            "live",
-            "--out",
-            str(out),
-        ]
-        proc = subprocess.Popen(cmd, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            assert proc.stderr is not None
-            lines = []
-            for line in proc.stderr:  # wait until the capture is open
-                lines.append(line)
-                if "Capturing on" in line:
-                    break
-            subprocess.run(
-                veth.send_cmd(
-                    "tcpreplay",
-                    "-q",
-                    "--topspeed",
-                    "-i",
-                    veth.send_if,
-                    str(repo_root / "pcaps/sample-darknet.pcap"),
-                ),
-                check=True,
-                capture_output=True,
-                timeout=120,
-            )
-            proc.send_signal(signal.SIGTERM)
-            stdout, rest = proc.communicate(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    with veth_pair() as veth, live_run(veth, repo_root, "--out", str(out)) as (proc, lines):
+        replay_sample(veth, repo_root)
+        stdout, rest = stop(proc)
     assert proc.returncode == 0, "".join(lines) + rest
     summary = json.loads((out / "summary.json").read_text())
     assert summary["sensor"]["interface"] == veth.cap_if
@@ -102,38 +107,14 @@ def test_sighup_reloads_the_contacts_of_a_live_run(tmp_path: Path, repo_root: Pa
     out = tmp_path / "out"
     contacts = tmp_path / "contacts.toml"
     contacts.write_text(NOBODY)
-    with veth_pair() as veth:
-        cmd = [
-            "ip", "netns", "exec", veth.cap_ns, sys.executable, "-m", "darknet_iodef.cli",
-            "run", "--interface", veth.cap_if, "--darknet", SAMPLE_DARKNET, "--name", "live",
-            "--contacts", str(contacts), "--out", str(out),
-        ]  # fmt: skip
-        proc = subprocess.Popen(cmd, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        lines: list[str] = []
-        try:
-            assert proc.stderr is not None
-            for line in proc.stderr:
-                lines.append(line)
-                if "Capturing on" in line:
-                    break
-            contacts.write_text(EVERYONE)
-            proc.send_signal(signal.SIGHUP)
-            for line in proc.stderr:  # the reload happens in the capture loop: wait for it
-                lines.append(line)
-                if "Reloaded the contacts table" in line:
-                    break
-            assert "1 organisations, 2 prefixes" in lines[-1]
-            subprocess.run(
-                veth.send_cmd("tcpreplay", "-q", "--topspeed", "-i", veth.send_if,
-                              str(repo_root / "pcaps/sample-darknet.pcap")),
-                check=True, capture_output=True, timeout=120,
-            )  # fmt: skip
-            proc.send_signal(signal.SIGTERM)
-            _, rest = proc.communicate(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    args = ("--contacts", str(contacts), "--out", str(out))
+    with veth_pair() as veth, live_run(veth, repo_root, *args) as (proc, lines):
+        contacts.write_text(EVERYONE)
+        proc.send_signal(signal.SIGHUP)
+        wait_for_line(proc, lines, "Reloaded the contacts table")  # done in the capture loop
+        assert "1 organisations, 2 prefixes" in lines[-1]
+        replay_sample(veth, repo_root)
+        _, rest = stop(proc)
     assert proc.returncode == 0, "".join(lines) + rest
     rows = (out / "incidents/reports.jsonl").read_text().splitlines()
     recipients = {json.loads(row)["recipient"] for row in rows}
