@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sensor.decode_fast import fast_ethernet_ipv4
+from sensor.decode_fast import fast_ethernet_ipv4, payload_heads
 from sensor.decode_tables import (
     AF_INET,
     AF_INET6_VALUES,
@@ -63,6 +63,7 @@ from sensor.fields import (
     LAYER_IP,
     LAYER_TRANSPORT,
     PACKET_DTYPE,
+    PAYLOAD_HEAD,
     Status,
 )
 
@@ -362,12 +363,14 @@ def _ext_walk(F: _Frames, q: I64, nh: I64, lim: I64, frag: tuple[I64, I64, I64])
 
 class _Transport:
     """Rows that reached a transport header: its position, a 20-byte window of it,
-    the end of the IP payload, the protocol, and whether it is inside IPv6."""
+    the end of the IP payload (captured: ``lim``; as the IP header declares it:
+    ``dend``), the protocol, and whether it is inside IPv6."""
 
-    __slots__ = ("lim", "proto", "rows", "t", "tw", "v6")
+    __slots__ = ("dend", "lim", "proto", "rows", "t", "tw", "v6")
 
-    def __init__(self, rows: Idx, t: I64, tw: U8x2, lim: I64, proto: I64, v6: bool) -> None:
+    def __init__(self, rows: Idx, t: I64, tw: U8x2, lim: I64, dend: I64, proto: I64, v6: bool) -> None:
         self.rows, self.t, self.tw, self.lim, self.proto, self.v6 = rows, t, tw, lim, proto, v6
+        self.dend = dend
 
 
 #: bytes of the IP window: an IPv6 header (or IPv4 without options) plus a TCP header
@@ -452,14 +455,15 @@ def _ipv4(F: _Frames, rows: Idx, p: I64) -> _Transport | None:
     F.mark(rows, opts_cut, Status.TRUNCATED_IP)
     F.mark(rows, bogus_len & ~opts_cut, Status.BAD_IP_HEADER)
     go = ok & ~opts_cut & ~bogus_len & (frag_off == 0)
+    dend = p + tot  # (before p + ihl: total length 0 declares no payload)
     if int(np.count_nonzero(go)) * 2 < rows.size:
-        rows, p, t, lim, proto, ihl, w = _keep(go, rows, p, t, lim, proto, ihl, w)
+        rows, p, t, lim, dend, proto, ihl, w = _keep(go, rows, p, t, lim, dend, proto, ihl, w)
     elif not go.all():
         # rows with no transport stay, with protocol 0, so the transport writes stay whole
         proto = np.where(go, proto, 0)
         ihl = np.where(go, ihl, 20)
         t = p + ihl
-    return _Transport(rows, t, _transport_window(B, w, ihl, t, 20), lim, proto, False)
+    return _Transport(rows, t, _transport_window(B, w, ihl, t, 20), lim, dend, proto, False)
 
 
 def _ipv6(F: _Frames, rows: Idx, p: I64) -> _Transport | None:
@@ -498,8 +502,9 @@ def _ipv6(F: _Frames, rows: Idx, p: I64) -> _Transport | None:
         toolong = q[cut] + 8 <= lim[cut]  # still inside the payload: the chain was too long
         F.set_status(rows[cut], np.where(toolong, Status.BAD_IP_HEADER, Status.TRUNCATED_EXT_HEADERS))
         go[cut] = False
-    rows, p, q, lim, nh, w = _keep(go, rows, p, q, lim, nh, w)
-    return _Transport(rows, q, _transport_window(B, w, q - p, q, 40), lim, nh, True)
+    dend = p + 40 + plen
+    rows, p, q, lim, dend, nh, w = _keep(go, rows, p, q, lim, dend, nh, w)
+    return _Transport(rows, q, _transport_window(B, w, q - p, q, 40), lim, dend, nh, True)
 
 
 # ----------------------------------------------------------------------------- transport
@@ -649,10 +654,12 @@ def _ports_tcp_udp(F: _Frames, T: _Transport, tcp: Mask, udp: Mask) -> None:
     else:
         F.put("src_port", rows, np.where(ported, _v16(tw, 0), 0))
         F.put("dst_port", rows, np.where(ported, _v16(tw, 2), 0))
+    udp_ok = udp & (have >= 8)
     if udp.any():
-        F.mark(rows, udp & (have < 8), Status.TRUNCATED_TRANSPORT)
-        F.add_layer(rows[udp & (have >= 8)], LAYER_TRANSPORT)
+        F.mark(rows, udp & ~udp_ok, Status.TRUNCATED_TRANSPORT)
+        F.add_layer(rows[udp_ok], LAYER_TRANSPORT)
     if not tcp.any():
+        _payload(F, T, udp_ok, np.int32(8), _c16(tw, 4) - 8)
         return
     whole = tcp & (have >= 20)
     F.mark(rows, tcp & ~whole, Status.TRUNCATED_TRANSPORT)
@@ -673,11 +680,29 @@ def _ports_tcp_udp(F: _Frames, T: _Transport, tcp: Mask, udp: Mask) -> None:
     F.mark(rows, whole & (doff < 20), Status.BAD_TRANSPORT_HEADER)
     good = whole & (doff >= 20)
     F.add_layer(rows if good.all() else rows[good], LAYER_TRANSPORT)
+    hdr = np.where(udp, 8, doff)
+    plen = np.where(udp, _c16(tw, 4) - 8, T.dend - t - hdr)
+    _payload(F, T, good | udp_ok, hdr, plen)
     has_opts = good & (doff > 20)
     if has_opts.any():
         # options cut by the snap length are read as far as they go (not an error)
         r, tt, oe = rows[has_opts], t[has_opts], np.minimum(t + doff, lim)[has_opts]
         _tcp_options(F, r, tt + 20, oe)
+
+
+def _payload(F: _Frames, T: _Transport, ok: Mask, hdr: npt.NDArray[np.signedinteger[Any]] | np.int32,
+             plen: npt.NDArray[np.signedinteger[Any]]) -> None:
+    """``payload_len`` (``plen``, as the headers declare it, where ``ok``) and the first
+    bytes of the payload behind the ``hdr`` transport header bytes at ``T.t``: as far
+    as they were captured and lie inside the declared payload and the IP datagram."""
+    plen = np.clip(np.where(ok, plen, 0), 0, 0xFFFF)
+    start = T.t + hdr
+    cap = np.clip(np.minimum(plen, T.lim - start), 0, PAYLOAD_HEAD)
+    F.put("payload_len", T.rows, plen)
+    F.put("payload_cap", T.rows, cap)
+    has = np.flatnonzero(cap)
+    if has.size:
+        F.put("payload_head", T.rows[has], payload_heads(F.B.u8, start[has], cap[has]))
 
 
 def _quote4(F: _Frames, rows: Idx, q: I64, lim: I64) -> None:

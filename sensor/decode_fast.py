@@ -34,9 +34,9 @@ from sensor.decode_tables import (
     IPPROTO_UDP,
     VLAN_TPIDS,
 )
-from sensor.fields import LAYER_IP, LAYER_TRANSPORT
+from sensor.fields import LAYER_IP, LAYER_TRANSPORT, PAYLOAD_HEAD
 
-__all__ = ["FAST_IP_WINDOW", "FAST_LINK_WINDOW", "FastResult", "fast_ethernet_ipv4"]
+__all__ = ["FAST_IP_WINDOW", "FAST_LINK_WINDOW", "FastResult", "fast_ethernet_ipv4", "payload_heads"]
 
 I64 = npt.NDArray[np.int64]
 Idx = npt.NDArray[np.intp]
@@ -52,6 +52,9 @@ FAST_IP_WINDOW = 40
 _COL_FRAG_FLAGS = 1  # (in TOS) flags >> 5
 _COL_HDR_LEN = 10  # (in checksum) TCP data offset in bytes
 _COL_LAYERS = 11  # (in checksum) LAYER_IP | LAYER_TRANSPORT
+# TCP checksum and urgent pointer (36..39; UDP/ICMP payload bytes) are not output fields either
+_COL_PAYLOAD_LEN = 36  # big-endian uint16
+_COL_PAYLOAD_CAP = 38
 
 #: the IP window as output fields: name -> (format, column)
 _IP_FIELDS = {
@@ -70,6 +73,8 @@ _IP_FIELDS = {
     "tcp_ack": (">u4", 28),
     "tcp_flags": (">u2", 32),  # data offset nibble cleared first
     "tcp_window": (">u2", 34),
+    "payload_len": (">u2", _COL_PAYLOAD_LEN),
+    "payload_cap": ("u1", _COL_PAYLOAD_CAP),
 }
 _IP_DTYPE = np.dtype({"names": list(_IP_FIELDS), "formats": [f for f, _ in _IP_FIELDS.values()],
                       "offsets": [c for _, c in _IP_FIELDS.values()], "itemsize": FAST_IP_WINDOW})
@@ -90,6 +95,22 @@ _IS_TPID[list(_VLAN_TPIDS_BE)] = True
 #: a UDP header, an ICMP header; other protocols never take the fast path
 _NEED = np.full(256, 1 << 20, dtype=np.int64)
 _NEED[[IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP]] = (40, 28, 28)
+#: row k: the first k of PAYLOAD_HEAD bytes kept (0xFF), the rest cleared
+_HEAD_MASK = ((np.arange(PAYLOAD_HEAD)[None, :] < np.arange(PAYLOAD_HEAD + 1)[:, None]) * 0xFF
+              ).astype(np.uint8)
+
+
+def payload_heads(u8: npt.NDArray[np.uint8], start: I64,
+                  count: npt.NDArray[np.integer]) -> npt.NDArray[np.void]:
+    """``count`` (0..PAYLOAD_HEAD) bytes at each of ``start`` as zero-padded ``V<PAYLOAD_HEAD>`` values.
+
+    ``u8`` must hold PAYLOAD_HEAD readable bytes after every start (the decoder's pad).
+    """
+    v = np.ndarray((u8.size - PAYLOAD_HEAD + 1,), dtype=f"V{PAYLOAD_HEAD}", buffer=u8, offset=0,
+                   strides=(1,))
+    h = v[start].view(np.uint8).reshape(-1, PAYLOAD_HEAD)
+    h &= _HEAD_MASK[count]
+    return h.view(f"V{PAYLOAD_HEAD}")[:, 0]
 
 
 class FastResult:
@@ -150,6 +171,8 @@ def fast_ethernet_ipv4(out: npt.NDArray[np.void], u8: npt.NDArray[np.uint8], off
     # derived bytes into unused columns; fields foreign to a row's protocol zeroed
     w[:, _COL_FRAG_FLAGS] = w[:, 6] >> 5
     w[:, _COL_LAYERS] = LAYER_IP | LAYER_TRANSPORT
+    udp = proto == IPPROTO_UDP
+    ulen = w[:, 24:26].view(">u2")[:, 0].astype(np.int32)  # (read before the zeroing below)
     not_tcp = np.flatnonzero(~tcp)
     if not_tcp.size:
         w[not_tcp, 24:36] = 0
@@ -161,8 +184,20 @@ def fast_ethernet_ipv4(out: npt.NDArray[np.void], u8: npt.NDArray[np.uint8], off
     doff = (w[:, 32] >> 2) & 0x3C  # 0 in rows not TCP (zeroed above)
     w[:, _COL_HDR_LEN] = doff
     w[:, 32] &= 0x0F
+    # payload: as declared (UDP length - 8, IP total length - 20 - data offset), and its
+    # first bytes as captured inside the IP datagram
+    hdr = np.where(udp, 8, doff).astype(np.int32)
+    plen = np.where(udp, ulen - 8, np.where(tcp, w[:, 2:4].view(">u2")[:, 0] - 20 - hdr, 0))
+    np.maximum(plen, 0, out=plen)
+    cap = np.minimum(np.minimum(plen, room - 20 - hdr), PAYLOAD_HEAD)
+    np.maximum(cap, 0, out=cap)
+    w[:, _COL_PAYLOAD_LEN:_COL_PAYLOAD_LEN + 2].view(">u2")[:, 0] = plen
+    w[:, _COL_PAYLOAD_CAP] = cap
     out[list(_IP_FIELDS)] = w.view(_IP_DTYPE)[:, 0]
     out["ip_version"] = 4
+    has = np.flatnonzero(fast & (cap > 0))
+    if has.size:
+        out["payload_head"][has] = payload_heads(u8, p[has] + 20 + hdr[has], cap[has])
 
     lw[:, 4:6].view("<u2")[:, 0] = 0
     keep = -tagged.view(np.uint8)  # 0xFF where tagged, 0 where not: the VLAN ID or 0

@@ -21,6 +21,14 @@ Conventions
   little-endian one byte each (kind of option 1 in the low byte).
 - ICMP/ICMPv6 errors quote the offending packet: ``inner_*`` fields hold its
   source, destination, protocol and ports (``layers`` bits INNER, INNER_PORTS).
+- ``payload_len``: TCP/UDP payload length as the headers declare it (UDP
+  length - 8; IP length minus IP and TCP headers), capped at 65535;
+  ``payload_head``: its first ``PAYLOAD_HEAD`` bytes as captured, zero padded
+  (first fragment only); ``payload_cap``: how many of them are real (captured
+  and inside the declared payload and the IP datagram; it fills what was a
+  padding byte). Scanning tools hide their per-probe cookie in
+  request IDs there (masscan's UDP probes: DNS/NBNS transaction ID, SNMP
+  request-id), the only on-wire proof of some tools.
 - ``vlan``: the outermost 802.1Q/802.1ad VLAN ID (0 = untagged);
   ``src_mac``: Ethernet source address as a 48-bit integer (0 = none). These
   identify the ingress link for spoofing summaries.
@@ -41,6 +49,7 @@ __all__ = [
     "LAYER_IP",
     "LAYER_TRANSPORT",
     "PACKET_DTYPE",
+    "PAYLOAD_HEAD",
     "TCP_ACK",
     "TCP_CWR",
     "TCP_ECE",
@@ -87,7 +96,7 @@ PACKET_DTYPE = np.dtype(
         ("inner_ip_version", "u1"),
         ("tcp_mss", "<u2"),
         ("inner_protocol", "u1"),
-        ("_pad", "u1"),
+        ("payload_cap", "u1"),
         ("tcp_opt_kinds", "<u8"),
         ("inner_src_ip4", "<u4"),
         ("inner_dst_ip4", "<u4"),
@@ -95,8 +104,13 @@ PACKET_DTYPE = np.dtype(
         ("inner_dst_ip6", "V16"),
         ("inner_src_port", "<u2"),
         ("inner_dst_port", "<u2"),
+        ("payload_len", "<u2"),
+        ("payload_head", "V24"),
     ]
 )
+
+#: bytes of the TCP/UDP payload kept per packet (``payload_head``)
+PAYLOAD_HEAD = 24
 
 # ``layers`` bits: which parts of the frame were decoded
 LAYER_IP = 0x01  # an IPv4/IPv6 header

@@ -23,17 +23,17 @@ import numpy.typing as npt
 
 from darknet_iodef.errors import CaptureError
 from sensor.capture import CaptureStats, iter_packet_batches
-from sensor.fields import PACKET_DTYPE
+from sensor.fields import PACKET_DTYPE, PAYLOAD_HEAD
 from sensor.progress import Progress
 
 __all__ = ["COLUMNS", "format_rows", "register", "run"]
 
 log = logging.getLogger("darknet_iodef.sensor.packets")
 
-#: output columns: every PACKET_DTYPE field but the padding byte
+#: output columns: every PACKET_DTYPE field but padding (names starting with "_")
 COLUMNS: tuple[str, ...] = tuple(n for n in PACKET_DTYPE.names or () if not n.startswith("_"))
 _TEXT = {"src_mac", "src_ip4", "dst_ip4", "src_ip6", "dst_ip6", "inner_src_ip4", "inner_dst_ip4",
-         "inner_src_ip6", "inner_dst_ip6", "tcp_opt_kinds"}
+         "inner_src_ip6", "inner_dst_ip6", "tcp_opt_kinds", "payload_head"}
 
 
 def _ip4_text(v: npt.NDArray[np.uint32], present: npt.NDArray[np.bool_]) -> npt.NDArray[np.str_]:
@@ -78,6 +78,17 @@ def _kinds_text(v: npt.NDArray[np.uint64]) -> npt.NDArray[np.str_]:
     return out
 
 
+def _head_text(v: npt.NDArray[np.void], cap: npt.NDArray[np.uint8]) -> npt.NDArray[np.str_]:
+    """Payload heads as lowercase hex of their real bytes only (``payload_cap`` of them)."""
+    out = np.full(v.size, "", dtype=object)
+    rows = np.flatnonzero(cap)
+    if rows.size:
+        raw = np.ascontiguousarray(v[rows]).tobytes()
+        out[rows] = [raw[i * PAYLOAD_HEAD:i * PAYLOAD_HEAD + c].hex()
+                     for i, c in enumerate(cap[rows].tolist())]
+    return out
+
+
 def _column(batch: npt.NDArray[np.void], name: str) -> npt.NDArray[np.str_]:
     v = batch[name]
     ver = batch["ip_version"]
@@ -94,6 +105,8 @@ def _column(batch: npt.NDArray[np.void], name: str) -> npt.NDArray[np.str_]:
         return _mac_text(v)
     if name == "tcp_opt_kinds":
         return _kinds_text(v)
+    if name == "payload_head":
+        return _head_text(v, batch["payload_cap"])
     return v.astype(str).astype(object)
 
 

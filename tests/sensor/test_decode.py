@@ -16,6 +16,7 @@ from sensor.fields import (
     LAYER_INNER_PORTS,
     LAYER_IP,
     LAYER_TRANSPORT,
+    PAYLOAD_HEAD,
     TCP_ACK,
     TCP_SYN,
     Status,
@@ -273,8 +274,8 @@ def test_decoding_in_one_call_equals_decoding_one_by_one() -> None:
 
 
 def test_empty_batch() -> None:
-    assert decode_frames(np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0), np.zeros(0),
-                         np.zeros(0, np.int64), 1).size == 0
+    none = np.zeros(0, np.int64)
+    assert decode_frames(np.zeros(0, np.uint8), none, none, none, none, 1).size == 0
 
 
 def test_option_layouts_learnt_from_some_rows_agree_with_the_general_walk() -> None:
@@ -296,3 +297,53 @@ def test_option_layouts_learnt_from_some_rows_agree_with_the_general_walk() -> N
     assert together["tcp_opt_kinds"].tolist() == alone["tcp_opt_kinds"].tolist()
     assert together["tcp_mss"].tolist() == alone["tcp_mss"].tolist()
     assert len(set(together["tcp_opt_kinds"].tolist())) >= 5
+
+
+PAYLOAD = bytes(range(0x41, 0x41 + 40))
+
+
+def _payload_cases() -> list[tuple[bytes, int, bytes]]:
+    """(frame, payload_len, payload_head's real bytes)."""
+    short = eth(ip4(A, B, 17, udp(5000, 53, PAYLOAD[:5])))  # Ethernet padding follows: not payload
+    long_tcp = eth(ip4(A, B, 6, tcp(1, 80, flags=TCP_ACK, options=b"\x01\x01\x08\x0a" + bytes(8)) + PAYLOAD))
+    cut = eth(ip4(A, B, 6, tcp(1, 80, flags=TCP_ACK) + PAYLOAD[:30]))[:14 + 40 + 10]
+    v6_ext = eth(ip6(A6, B6, 0, ext(60) + ext(17, 1) + udp(7, 161, PAYLOAD[:30])), 0x86DD)
+    v6_tcp = eth(ip6(A6, B6, 60, ext(6) + tcp(1, 2, flags=TCP_ACK) + PAYLOAD[:3]), 0x86DD)
+    first_frag = eth(ip4(A, B, 17, udp(5000, 53, PAYLOAD)[:8 + 16], flags_frag=0x2000))
+    later_frag = eth(ip4(A, B, 17, PAYLOAD[:24], flags_frag=0x2000 | 3))
+    v6_frag = eth(ip6(A6, B6, 44, frag6(17, 0, True, 7) + udp(7, 53, PAYLOAD)[:8 + 8]), 0x86DD)
+    vlan_opts = eth(ip4(A, B, 17, udp(1, 2, PAYLOAD[:2]), options=b"\x01" * 4), vlans=[(0x8100, 5)])
+    lying_udp = bytearray(eth(ip4(A, B, 17, udp(1, 2, PAYLOAD[:4]))))
+    lying_udp[14 + 20 + 4:14 + 20 + 6] = (8 + 300).to_bytes(2, "big")  # more than the datagram holds
+    echo = eth(ip4(A, B, 1, icmp(8, 0, PAYLOAD[:20])))
+    bad_doff = bytearray(eth(ip4(A, B, 6, SYN + PAYLOAD[:8])))
+    bad_doff[14 + 20 + 12] = 0x40
+    return [
+        (short + bytes(60 - len(short)), 5, PAYLOAD[:5]),
+        (long_tcp, 40, PAYLOAD[:24]),
+        (cut, 30, PAYLOAD[:10]),
+        (v6_ext, 30, PAYLOAD[:24]),
+        (v6_tcp, 3, PAYLOAD[:3]),
+        (first_frag, 40, PAYLOAD[:16]),  # the UDP length declares the whole datagram
+        (later_frag, 0, b""),
+        (v6_frag, 40, PAYLOAD[:8]),
+        (vlan_opts, 2, PAYLOAD[:2]),
+        (bytes(lying_udp), 300, PAYLOAD[:4]),
+        (echo, 0, b""),
+        (bytes(bad_doff), 0, b""),
+        (eth(ip4(A, B, 6, SYN)), 0, b""),
+    ]
+
+
+@pytest.mark.parametrize("company", ["fast", "general"])
+def test_payload_length_and_head(company: str) -> None:
+    """The same frames among plain SYNs (the fast path decodes the block) and among ARP
+    frames (the general path does): the declared length, and the first bytes as captured."""
+    cases = _payload_cases()
+    filler = eth(ip4(A, B, 6, SYN)) if company == "fast" else eth(bytes(28), 0x0806)
+    frames = [f for frame, _, _ in cases for f in (frame, filler, filler, filler)]
+    got = dec(frames)[::4]
+    assert got["payload_len"].tolist() == [n for _, n, _ in cases]
+    assert got["payload_cap"].tolist() == [len(h) for _, _, h in cases]
+    assert [bytes(h) for h in got["payload_head"]] == [h.ljust(PAYLOAD_HEAD, b"\0") for _, _, h in cases]
+    assert got["dst_port"].tolist()[:6] == [53, 80, 80, 161, 2, 53]

@@ -15,6 +15,9 @@ Where the two differ by design, the comparison maps it (and says why):
   timestamp is not compared for them.
 - tshark 4.0 lists pcapng custom blocks as frames of protocol "data" with
   no time; they hold no packet and are left out.
+- tshark shows the payload of a TCP RST only as text (``tcp.reset_cause``, RFC
+  9293 section 3.5.3 lets a RST carry diagnostic text); its characters are
+  taken as the payload bytes (exact for the printable ASCII the captures hold).
 - tshark decodes tunnels (IP in IP, GRE) and application layers; the parser
   stops at the first transport, so transport fields are compared only when
   the outer protocol is TCP, UDP, ICMP or ICMPv6.
@@ -30,7 +33,7 @@ import numpy as np
 import pytest
 
 from sensor.capture import CaptureStats, iter_packet_batches
-from sensor.fields import LAYER_INNER, LAYER_TRANSPORT, PACKET_DTYPE
+from sensor.fields import LAYER_INNER, LAYER_TRANSPORT, PACKET_DTYPE, PAYLOAD_HEAD
 
 pytestmark = pytest.mark.shared
 
@@ -44,7 +47,8 @@ FIELDS = [
     "ipv6.hopopts.nxt", "ipv6.routing.nxt", "ipv6.dstopts.nxt",
     "tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw", "tcp.flags", "tcp.window_size_value",
     "tcp.hdr_len", "tcp.options.mss_val", "tcp.option_kind",
-    "udp.srcport", "udp.dstport", "icmp.type", "icmp.code", "icmpv6.type", "icmpv6.code",
+    "tcp.len", "tcp.payload", "tcp.reset_cause", "udp.srcport", "udp.dstport", "udp.length", "udp.payload",
+    "icmp.type", "icmp.code", "icmpv6.type", "icmpv6.code",
 ]
 EXT_NXT = {0: "ipv6.hopopts.nxt", 43: "ipv6.routing.nxt", 44: "ipv6.fraghdr.nxt", 60: "ipv6.dstopts.nxt"}
 ICMP4_ERRORS = {3, 4, 5, 11, 12}
@@ -145,9 +149,11 @@ def _expected(r: dict[str, list[str]]) -> dict[str, object]:
     else:
         e.update(ip_version=0, protocol=0)
     first_frag = e.get("frag_offset", 0) == 0
-    zero_transport = {k: 0 for k in ("src_port", "dst_port", "tcp_seq", "tcp_ack", "tcp_flags",
-                                     "tcp_window", "tcp_hdr_len", "tcp_mss", "tcp_opt_kinds",
-                                     "icmp_type", "icmp_code", "inner_ip_version", "inner_protocol")}
+    zero_transport: dict[str, object] = {
+        k: 0 for k in ("src_port", "dst_port", "tcp_seq", "tcp_ack", "tcp_flags", "tcp_window",
+                       "tcp_hdr_len", "tcp_mss", "tcp_opt_kinds", "icmp_type", "icmp_code",
+                       "inner_ip_version", "inner_protocol", "payload_len", "payload_cap")}
+    zero_transport["payload_head"] = bytes(PAYLOAD_HEAD)
     if proto not in (6, 17, 1, 58) or not first_frag:
         e.update(zero_transport)
         return e
@@ -162,8 +168,13 @@ def _expected(r: dict[str, list[str]]) -> dict[str, object]:
                  tcp_flags=_first(r, "tcp.flags"), tcp_window=_first(r, "tcp.window_size_value"),
                  tcp_hdr_len=_first(r, "tcp.hdr_len"), tcp_mss=_first(r, "tcp.options.mss_val"),
                  tcp_opt_kinds=kinds)
+        payload = r["tcp.payload"]
+        if r["tcp.reset_cause"]:  # a RST's payload is shown as this text only (commas split it)
+            payload = [",".join(r["tcp.reset_cause"]).encode("latin-1").hex()]
+        e.update(_payload(_first(r, "tcp.len"), payload))
     elif proto == 17:
         e.update(src_port=_first(r, "udp.srcport"), dst_port=_first(r, "udp.dstport"))
+        e.update(_payload(max(_first(r, "udp.length") - 8, 0), r["udp.payload"]))
     else:
         v6 = proto == 58
         typ = _first(r, "icmpv6.type" if v6 else "icmp.type")
@@ -181,6 +192,14 @@ def _expected(r: dict[str, list[str]]) -> dict[str, object]:
                 e.update(inner_src_port=_first(r, f"{layer}.srcport"),
                          inner_dst_port=_first(r, f"{layer}.dstport"))
     return e
+
+
+def _payload(length: int, data: list[str]) -> dict[str, object]:
+    """payload_len/cap/head from tshark's declared length and the payload bytes it shows
+    (as far as they were captured: tshark shows no payload field when none was)."""
+    head = bytes.fromhex(data[0])[:PAYLOAD_HEAD] if data else b""
+    return {"payload_len": length, "payload_cap": len(head),
+            "payload_head": head + bytes(PAYLOAD_HEAD - len(head))}
 
 
 def _actual(row: np.void, name: str) -> object:
@@ -209,7 +228,8 @@ def test_fields_equal_tshark(name: str, shared_pcaps: Path, tshark: str) -> None
 
 def test_diff_covers_every_layer(shared_pcaps: Path) -> None:
     """The captures above exercise what the comparison claims to cover."""
-    seen = {"ip6": 0, "vlan": 0, "frag": 0, "inner": 0, "mss": 0, "icmp6": 0}
+    seen = {"ip6": 0, "vlan": 0, "frag": 0, "inner": 0, "mss": 0, "icmp6": 0, "tcp_payload": 0,
+            "udp_payload": 0, "ip6_payload": 0, "payload_cut": 0, "long_payload": 0}
     for name in _captures():
         for b in iter_packet_batches(shared_pcaps / name):
             seen["ip6"] += int((b["ip_version"] == 6).sum())
@@ -218,4 +238,10 @@ def test_diff_covers_every_layer(shared_pcaps: Path) -> None:
             seen["inner"] += int((b["layers"] & LAYER_INNER > 0).sum())
             seen["mss"] += int((b["tcp_mss"] > 0).sum())
             seen["icmp6"] += int(((b["protocol"] == 58) & (b["layers"] & LAYER_TRANSPORT > 0)).sum())
+            cap = b["payload_cap"]
+            seen["tcp_payload"] += int(((b["protocol"] == 6) & (cap > 0)).sum())
+            seen["udp_payload"] += int(((b["protocol"] == 17) & (cap > 0)).sum())
+            seen["ip6_payload"] += int(((b["ip_version"] == 6) & (cap > 0)).sum())
+            seen["payload_cut"] += int((cap < np.minimum(b["payload_len"], PAYLOAD_HEAD)).sum())
+            seen["long_payload"] += int((cap == PAYLOAD_HEAD).sum())
     assert all(v > 0 for v in seen.values()), seen
