@@ -1,4 +1,4 @@
-"""Flow summaries: the record layout between sensor and aggregator (format v1).
+"""Flow summaries: the record layout between sensor and aggregator (format v2).
 
 Theory of operation: in the spirit of CAIDA Corsaro's FlowTuple (DOMAIN.md
 section 2), the sensor folds the packets of one interval of event time
@@ -16,7 +16,8 @@ count. Because the detectors need more than Corsaro keeps, a tuple also holds:
 - ``vlan``/``src_mac``: the ingress link, for spoofing summaries per neighbour.
 
 And per source, a bounded *sample* of raw probe fields (IP ID, sequence
-number, window, options, quoted ICMP fields) for tool fingerprints.
+number, window, options, quoted ICMP fields, the payload's first bytes) for
+tool fingerprints.
 
 A :class:`FlowBatch` never mixes intervals. Its binary encoding -- used in
 flow files and as the Kafka message value -- is a fixed little-endian header,
@@ -58,7 +59,7 @@ __all__ = [
     "write_batch",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: payload_len and payload_head in samples
 MAGIC = b"DIFT"
 #: sub-interval slots per interval (10 s slots for the default 60 s interval)
 SLOTS = 6
@@ -122,7 +123,9 @@ SAMPLE_DTYPE = np.dtype(
         ("tcp_hdr_len", "u1"),
         ("icmp_type", "u1"),
         ("icmp_code", "u1"),
-        ("_pad", "u1"),
+        ("payload_cap", "u1"),  # how many bytes of payload_head are real (captured)
+        ("payload_len", "<u2"),  # TCP/UDP payload length the headers declare
+        ("payload_head", "V24"),  # its first 24 bytes as captured, zero padded
     ]
 )
 
@@ -261,6 +264,8 @@ def _row_dict(row: np.void, names: tuple[str, ...]) -> dict[str, Any]:
         value = row[name]
         if isinstance(value, np.void) and value.dtype.itemsize == 16 and name.endswith("_ip"):
             out[name] = format_addr16(value) if value.tobytes() != bytes(16) else None
+        elif name == "payload_head":
+            out[name] = value.tobytes()[: int(row["payload_cap"])].hex()  # the real bytes only
         elif isinstance(value, np.ndarray):
             out[name] = [int(v) for v in value]
         else:

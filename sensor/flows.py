@@ -48,7 +48,7 @@ from sensor.fields import LAYER_IP, PACKET_DTYPE, Status
 from sensor.flows_bytes import take_rows
 from sensor.flows_fold import Folded, fold, merge, to_flows
 from sensor.flows_rows import flow_rows, sample_rows
-from sensor.flows_samples import Candidates, in_sorted, select_first, sorted_union
+from sensor.flows_samples import Candidates, in_sorted, sample_indices, sorted_union
 from sensor.settings import SensorSettings
 
 __all__ = ["STAT_NAMES", "FlowBuilder", "count_distinct_addresses"]
@@ -295,15 +295,19 @@ class FlowBuilder:
             # those packets before sorting (a scanner sends thousands a minute).
             rows: npt.NDArray[np.intp] | None = None
             words = keys.view("<u8").reshape(keys.shape[0], -1)
+            # (Packets with a payload may still become one of its first K with a payload.)
+            has_payload = pk["payload_len"] != 0
             if (iv.full_sources.shape[0] and int(ts.min()) >= iv.last_dark_ns
                     and not words[:, _SRC_WORD_HI].any()):
-                skip = in_sorted(words[:, _SRC_WORD_HI + 1], iv.full_sources)
+                skip = in_sorted(words[:, _SRC_WORD_HI + 1], iv.full_sources) & ~has_payload
                 if skip.any():
                     rows = np.flatnonzero(~skip)
             if rows is None:
-                keep, full = select_first(keys["src_ip"], ts, seq, self._k, ordered=False)
+                keep, full = sample_indices(keys["src_ip"], ts, seq, has_payload, self._k)
             else:
-                keep, full = select_first(keys["src_ip"][rows], ts[rows], seq[rows], self._k, ordered=False)
+                keep, full = sample_indices(
+                    keys["src_ip"][rows], ts[rows], seq[rows], has_payload[rows], self._k
+                )
                 keep = rows[keep]
             if full is not None and full.shape[0]:
                 iv.full_sources = sorted_union(iv.full_sources, full)

@@ -155,6 +155,9 @@ _SAMPLE_COPIED = (
     "tcp_hdr_len",
     "icmp_type",
     "icmp_code",
+    "payload_cap",
+    "payload_len",
+    "payload_head",
 )
 
 

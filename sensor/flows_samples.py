@@ -3,11 +3,15 @@
 Theory of operation: tool fingerprints (DOMAIN.md section 4: ZMap's IP ID,
 Masscan's IP ID formula, Mirai's seq == destination, Nmap's window and
 options) need raw fields of a few probes per source, and they must require
-several matching probes, so we keep the first K per source and interval. The
-order is (timestamp, arrival number): a total order that depends only on the
-packets, never on how they were split into batches, so selecting per batch
-and re-selecting over the survivors gives the same K rows as selecting over
-the whole interval at once.
+several matching probes, so we keep the first K per source and interval --
+and, besides those, the first K that carry a payload: some tools prove
+themselves only there (masscan's UDP cookie sits in the request ID of its
+DNS/SNMP/NBNS payloads, a few probes among a thousand empty ones), so a
+source keeps at most 2K rows. The order is (timestamp, arrival number): a
+total order that depends only on the packets, never on how they were split
+into batches, so selecting per batch and re-selecting over the survivors
+gives the same rows as selecting over the whole interval at once (each of
+the two selections is a first-K, and the survivors of both contain both).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy.typing as npt
 from darknet_iodef.flowtuple import SAMPLE_DTYPE
 from sensor.flows_bytes import concat_rows, take_rows
 
-__all__ = ["Candidates", "first_per_source", "in_sorted", "select_first", "sorted_union"]
+__all__ = ["Candidates", "first_per_source", "in_sorted", "sample_indices", "select_first", "sorted_union"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +51,40 @@ class Candidates:
         return cls(concat_rows([p.rows for p in parts]), np.concatenate([p.seq for p in parts]))
 
     def select(self, k: int, ordered: bool = True) -> Candidates:
-        """Keep the first ``k`` rows of each source; sorted by (source, ts, seq) if ``ordered``."""
-        keep = first_per_source(self.rows["src_ip"], self.rows["ts_ns"], self.seq, k, ordered)
-        if not ordered and keep.shape[0] == len(self):
+        """Keep each source's first ``k`` rows and first ``k`` with a payload.
+
+        Sorted by (source, ts, seq) if ``ordered``, else in row order.
+        """
+        r = self.rows
+        keep, _ = sample_indices(r["src_ip"], r["ts_ns"], self.seq, r["payload_len"] != 0, k)
+        if ordered:
+            # at most 2k rows a source are left: selecting 2k orders them all
+            keep = keep[first_per_source(r["src_ip"][keep], r["ts_ns"][keep], self.seq[keep], 2 * k)]
+        elif keep.shape[0] == len(self):
             return self
-        return Candidates(take_rows(self.rows, keep), self.seq[keep])
+        return Candidates(take_rows(r, keep), self.seq[keep])
+
+
+def sample_indices(
+    src_ip: npt.NDArray[np.void],
+    ts_ns: npt.NDArray[np.int64],
+    seq: npt.NDArray[np.int64],
+    has_payload: npt.NDArray[np.bool_],
+    k: int,
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.uint64] | None]:
+    """Ascending indices of each source's first ``k`` rows and first ``k`` rows with a payload.
+
+    The second value is :func:`select_first`'s list of sources that hold ``k``
+    rows (of any kind).
+    """
+    keep, full = select_first(src_ip, ts_ns, seq, k, ordered=False)
+    pay = np.flatnonzero(has_payload)
+    if pay.shape[0]:
+        first_pay, _ = select_first(src_ip[pay], ts_ns[pay], seq[pay], k, ordered=False)
+        extra = pay[first_pay]
+        if not np.all(in_sorted(extra.astype(np.uint64), keep.astype(np.uint64))):
+            keep = np.union1d(keep, extra)
+    return keep, full
 
 
 def first_per_source(

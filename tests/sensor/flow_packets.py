@@ -102,6 +102,11 @@ def synthetic(n: int, seed: int, span_s: int = 200, jitter_s: float = 0.0,
     pk["tcp_seq"] = rng.integers(0, 2**32, n)
     pk["ip_id"] = rng.integers(0, 2**16, n)
     pk["ip_len"] = 40
+    # a few carry a payload: the builder samples those separately
+    pay = (rng.random(n) < 0.15) & (pk["protocol"] != 1)
+    pk["payload_len"] = np.where(pay, rng.integers(1, 100, n), 0)
+    head = np.where(pay[:, None], rng.integers(0, 256, (n, 24), dtype=np.uint8), 0).astype(np.uint8)
+    pk["payload_head"] = head.view("V24")[:, 0]
     bad = rng.random(n) < 0.03
     pk["status"][bad] = rng.choice([int(Status.NOT_IP), int(Status.TRUNCATED_IP)], int(bad.sum()))
     return pk

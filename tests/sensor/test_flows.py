@@ -294,6 +294,25 @@ def test_samples_first_k_per_source_in_time_order() -> None:
     assert batch.stats["sources"] == 2
 
 
+def test_samples_keep_the_first_k_with_a_payload_too() -> None:
+    # masscan's UDP cookie shows only in its few probes with a payload, late among empty ones
+    empty = [{"ts_ns": T0 + i * S, "protocol": 17, "dst_port": 600 + i, "tcp_seq": i} for i in range(6)]
+    full = [{"ts_ns": T0 + (10 + i) * S, "protocol": 17, "dst_port": 53 + i, "tcp_seq": 10 + i,
+             "payload_len": 31, "payload_cap": 24, "payload_head": b"\x0a\xb1" + bytes(22)}
+            for i in range(4)]  # fmt: skip
+    other = [{"ts_ns": T0 + i * S, "src": "192.0.2.9", "tcp_seq": 100 + i} for i in range(5)]
+    batch = one_batch(packets(*empty, *full, *other), samples_per_source=2)
+    s = batch.samples
+    assert [format_addr16(x) for x in s["src_ip"]] == ["192.0.2.1"] * 4 + ["192.0.2.9"] * 2
+    assert s["tcp_seq"].tolist() == [0, 1, 10, 11, 100, 101]  # in (source, time) order
+    assert s["payload_len"].tolist() == [0, 0, 31, 31, 0, 0]
+    assert s["payload_cap"].tolist() == [0, 0, 24, 24, 0, 0]
+    assert s["payload_head"][2].tobytes()[:2] == b"\x0a\xb1"
+    # a payload among the first K is not sampled twice
+    early = packets({"ts_ns": T0, "payload_len": 5}, *({"ts_ns": T0 + i * S} for i in range(1, 4)))
+    assert one_batch(early, samples_per_source=2).samples["ts_ns"].tolist() == [T0, T0 + S]
+
+
 def test_samples_follow_timestamps_not_arrival_within_the_slack() -> None:
     pk = packets({"ts_ns": T0 + 3 * S, "tcp_seq": 3}, {"ts_ns": T0 + 1 * S, "tcp_seq": 1},
                  {"ts_ns": T0 + 2 * S, "tcp_seq": 2}, {"ts_ns": T0 + 1 * S, "tcp_seq": 11})
