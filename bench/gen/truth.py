@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from bench.gen.payloads import PAYLOADS
 from bench.gen.wire import (
     EXT6_FRAG,
     L4_ARP,
@@ -33,6 +34,8 @@ from bench.gen.wire import (
 )
 
 __all__ = ["expected_packets"]
+
+PAYLOAD_HEAD = 24  # sensor.fields.PAYLOAD_HEAD
 
 
 def _tcp_options(rows: npt.NDArray[np.void]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64]]:
@@ -54,6 +57,24 @@ def _l4_len(rows: npt.NDArray[np.void], opt_len: npt.NDArray[np.int64]) -> npt.N
         [20 + opt_len + pay, 8 + pay, 8 + pay, 16 + inner_ip, pay],
         0,
     )
+
+
+def _payload_heads(rows: npt.NDArray[np.void], cap: npt.NDArray[np.int64]) -> npt.NDArray[np.void]:
+    """The first ``cap`` payload bytes of each row as the generator wrote them (template + id)."""
+    head = np.zeros((len(rows), PAYLOAD_HEAD), dtype=np.uint8)
+    for code, tpl in PAYLOADS.items():
+        sel = rows["payload"] == code
+        if not sel.any():
+            continue
+        data = np.frombuffer(tpl.data[:PAYLOAD_HEAD].ljust(PAYLOAD_HEAD, b"\0"), dtype=np.uint8)
+        head[sel] = data
+        if tpl.id_at is not None:
+            ident = rows["pay_id"][sel].astype(np.int64)
+            for k, byte in ((tpl.id_at, ident >> 8), (tpl.id_at + 1, ident & 0xFF)):
+                if k < PAYLOAD_HEAD:
+                    head[sel, k] = byte
+    head[np.arange(PAYLOAD_HEAD)[None, :] >= cap[:, None]] = 0
+    return np.ascontiguousarray(head).view(f"V{PAYLOAD_HEAD}").reshape(-1)
 
 
 def expected_packets(
@@ -126,6 +147,17 @@ def expected_packets(
     inner_ports = err & np.isin(rows["in_proto"], [PROTO_TCP, PROTO_UDP])
     out["inner_src_port"] = np.where(inner_ports, rows["in_sport"], 0)
     out["inner_dst_port"] = np.where(inner_ports, rows["in_dport"], 0)
+    # the TCP/UDP payload: declared length, and the first bytes that were captured
+    # (a fragmented datagram's UDP header declares the whole datagram: udp_len)
+    declared = np.where(udp & (rows["udp_len"] > 0), rows["udp_len"].astype(np.int64) - 8, rows["paylen"])
+    paylen = np.where(tcp | udp, declared, 0).astype(np.int64)
+    l3 = np.where(v6, 40 + ext6_len(rows), 20)
+    start = 14 + 4 * rows["tags"].astype(np.int64) + l3 + np.where(tcp, 20 + opt_len, 8)
+    in_frame = np.minimum(rows["paylen"].astype(np.int64), out["cap_len"].astype(np.int64) - start)
+    cap = np.clip(np.minimum(paylen, in_frame), 0, PAYLOAD_HEAD)
+    out["payload_len"] = paylen
+    out["payload_cap"] = cap
+    out["payload_head"] = _payload_heads(rows, cap)
     transport = first & (l4 != L4_FRAG_TAIL)
     out["layers"] = ip * 0x01 + transport * 0x02 + err * 0x04 + inner_ports * 0x08
     out["status"] = np.where(ip, 0, 1)  # Status.OK, Status.NOT_IP
