@@ -26,7 +26,7 @@ from darknet_iodef.errors import ConfigError, RecordError
 
 __all__ = ["FORMAT", "load_checkpoint", "save_checkpoint"]
 
-FORMAT = "darknet-iodef-aggregator-checkpoint/1"
+FORMAT = "darknet-iodef-aggregator-checkpoint/2"  # 2: per-tool tested counts
 
 
 def _identity(agg: Aggregator) -> dict[str, Any]:

@@ -6,11 +6,17 @@ Theory of operation (DOMAIN.md section 4, from each tool's source):
 tool           test on one sampled probe
 =============  ===============================================================
 zmap           IPv4 and IP ID == 54321 (ZMap < 4.1.0; 4.1.0 randomises it)
-masscan        IPv4 TCP SYN, IP ID == (dst ^ dport ^ seq) & 0xFFFF -- low 16
-               bits only (inetrg/spoki forgot the mask)
+masscan        IPv4, IP ID == (dst ^ dport ^ cookie) & 0xFFFF -- low 16 bits
+               only (inetrg/spoki forgot the mask). The cookie is the TCP
+               sequence number of a SYN, or the request ID masscan writes
+               into its built-in UDP payloads (:data:`UDP_COOKIES`); a UDP
+               probe without such a payload carries no cookie on the wire
+               and is not tested
 mirai          IPv4 TCP SYN, sequence number == destination address
-nmap           TCP SYN, window 1024/2048/3072/4096, options = MSS 1460 only,
-               TTL 37-59 at the sender (seen as 5-59: up to 32 hops)
+nmap           window 1024/2048/3072/4096, TTL 37-59 at the sender (seen as
+               5-59: up to 32 hops), and either a SYN with options = MSS 1460
+               only (-sS) or a stealth probe with no options at all (-sN, -sF,
+               -sX, -sA/-sW, -sM: nmap adds options to SYN probes only)
 unicornscan    TCP SYN, seq ^ dst ^ ((dport << 16) + sport) is one constant
                for every probe of a scan (a property of several probes)
 =============  ===============================================================
@@ -18,8 +24,10 @@ unicornscan    TCP SYN, seq ^ dst ^ ((dport << 16) + sport) is one constant
 One 16-bit test matches a random packet with probability 2^-16, so a lone
 probe with IP ID 54321 proves nothing. A tool is named only when at least
 ``tool_min_samples`` sampled probes of the source were tested and *all* of
-them match (Merit's darknet-events checks all of up to 3 samples). The
-per-tool match counts are the evidence shown in the event.
+them match (Merit's darknet-events checks all of up to 3 samples). A probe is
+tested by every tool whose ``applies`` test it passes (every probe, unless
+the tool says otherwise). The per-tool match counts are the evidence shown in
+the event.
 """
 
 from __future__ import annotations
@@ -33,10 +41,22 @@ import numpy.typing as npt
 
 from aggregator.keys import dst32
 
-__all__ = ["TOOLS", "UNICORNSCAN", "Fingerprint", "is_syn", "tool_matches", "unicorn_value"]
+__all__ = [
+    "TOOLS",
+    "UDP_COOKIES",
+    "UNICORNSCAN",
+    "Fingerprint",
+    "is_syn",
+    "tool_matches",
+    "tools_tested",
+    "udp_cookie",
+    "unicorn_value",
+]
 
-_SYN, _ACK, _RST, _FIN = 0x02, 0x10, 0x04, 0x01
+_FIN, _SYN, _RST, _PSH, _ACK, _URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 NMAP_WINDOWS = (1024, 2048, 3072, 4096)
+#: flags of nmap's option-less probes: -sN, -sF, -sX, -sA and -sW, -sM
+NMAP_STEALTH_FLAGS = (0, _FIN, _FIN | _PSH | _URG, _ACK, _FIN | _ACK)
 NMAP_TTL = (5, 59)
 MSS_ONLY = 0x02  # option kinds packed low byte first: one option, kind 2 (MSS)
 
@@ -59,10 +79,76 @@ def _zmap(s: Probes) -> Arr:
     return _v4(s) & (s["ip_id"] == 54321)
 
 
+# Where masscan's built-in UDP payloads (templ-payloads) carry its per-probe
+# cookie, by destination port: (protocol, how to find the request ID). Checked
+# on a real masscan capture (../shared/pcaps/scan_masscan_udp0-1000_esnet.pcap):
+# DNS and NBNS transaction IDs and the SNMP request-id satisfy the IP ID rule.
+#   "id16": a 16-bit transaction ID in payload bytes 0-1 (DNS/NBNS header,
+#           12 bytes at least)
+#   "snmp": the request-id INTEGER of an SNMPv1/v2c GetRequest (BER, short
+#           lengths: community at byte 7, then A0 len 02 ilen id...)
+UDP_COOKIES: dict[int, tuple[str, str]] = {
+    53: ("dns", "id16"),
+    137: ("nbns", "id16"),
+    161: ("snmp", "snmp"),
+}
+_HEAD = 24  # bytes of payload kept per sample (sensor.fields.PAYLOAD_HEAD)
+
+
+def _payload_bytes(s: Probes) -> npt.NDArray[np.uint8]:
+    head = np.ascontiguousarray(s["payload_head"])
+    return head.view(np.uint8).reshape(-1, _HEAD)
+
+
+def udp_cookie(s: Probes) -> tuple[Arr, npt.NDArray[np.uint32]]:
+    """Per sample: does a masscan UDP payload carry a cookie, and its low 16 bits."""
+    n = len(s)
+    has = np.zeros(n, dtype=bool)
+    cookie = np.zeros(n, dtype=np.uint32)
+    udp = _v4(s) & (s["protocol"] == 17)
+    if not udp.any():
+        return has, cookie
+    b = _payload_bytes(s).astype(np.int64)
+    plen = s["payload_cap"].astype(np.int64)  # the bytes of the head that are real
+    port = s["dst_port"]
+    for dport, (_name, layout) in UDP_COOKIES.items():
+        rows = udp & (port == dport)
+        if not rows.any():
+            continue
+        if layout == "id16":
+            ok = rows & (s["payload_len"] >= 12) & (plen >= 2)
+            val = (b[:, 0] << 8) | b[:, 1]
+        else:  # snmp: 30 L 02 01 ver 04 clen community A0 L 02 ilen request-id
+            clen = b[:, 6]
+            p = 7 + clen  # the PDU tag
+            at = np.minimum(p, _HEAD - 1)
+            ilen = b[np.arange(n), np.minimum(p + 3, _HEAD - 1)]
+            end = p + 4 + ilen  # one past the request-id
+            ok = (rows & (b[:, 0] == 0x30) & (b[:, 2] == 0x02) & (b[:, 3] == 0x01) & (b[:, 5] == 0x04)
+                  & (end <= plen) & (ilen >= 1) & (ilen <= 4))
+            ok &= (b[np.arange(n), at] == 0xA0) & (b[np.arange(n), np.minimum(p + 2, _HEAD - 1)] == 0x02)
+            # the low 16 bits of the big-endian INTEGER: its last two bytes
+            last = np.minimum(np.maximum(end - 1, 0), _HEAD - 1)
+            prev = np.minimum(np.maximum(end - 2, 0), _HEAD - 1)
+            lo = b[np.arange(n), last]
+            hi = np.where(ilen >= 2, b[np.arange(n), prev], 0)
+            val = (hi << 8) | lo
+        has |= ok
+        cookie = np.where(ok, val.astype(np.uint32), cookie)
+    return has, cookie
+
+
+def _masscan_applies(s: Probes) -> Arr:
+    return _v4(s) & (is_syn(s) | udp_cookie(s)[0])
+
+
 def _masscan(s: Probes) -> Arr:
     d = dst32(s["dst_ip"]).astype(np.uint32)
-    want = (d ^ s["dst_port"].astype(np.uint32) ^ s["tcp_seq"].astype(np.uint32)) & np.uint32(0xFFFF)
-    return _v4(s) & is_syn(s) & ((s["ip_id"].astype(np.uint32) & np.uint32(0xFFFF)) == want)
+    has_udp, udp_val = udp_cookie(s)
+    syn = _v4(s) & is_syn(s)
+    cookie = np.where(syn, s["tcp_seq"].astype(np.uint32), udp_val)
+    want = (d ^ s["dst_port"].astype(np.uint32) ^ cookie) & np.uint32(0xFFFF)
+    return (syn | has_udp) & ((s["ip_id"].astype(np.uint32) & np.uint32(0xFFFF)) == want)
 
 
 def _mirai(s: Probes) -> Arr:
@@ -71,11 +157,12 @@ def _mirai(s: Probes) -> Arr:
 
 
 def _nmap(s: Probes) -> Arr:
+    syn_probe = is_syn(s) & (s["tcp_opt_kinds"] == MSS_ONLY) & (s["tcp_mss"] == 1460)
+    flags = s["tcp_flags"].astype(np.uint16) & np.uint16(0x3F)
+    stealth = (s["protocol"] == 6) & np.isin(flags, NMAP_STEALTH_FLAGS) & (s["tcp_hdr_len"] == 20)
     return (
-        is_syn(s)
+        (syn_probe | stealth)
         & np.isin(s["tcp_window"], NMAP_WINDOWS)
-        & (s["tcp_opt_kinds"] == MSS_ONLY)
-        & (s["tcp_mss"] == 1460)
         & (s["ttl"] >= NMAP_TTL[0])
         & (s["ttl"] <= NMAP_TTL[1])
     )
@@ -97,6 +184,9 @@ class Fingerprint:
     name: str
     rule: str  # for the evidence text
     test: Callable[[Probes], Arr]
+    #: which probes the tool is tested on (None: every probe); a tool is named
+    #: when at least ``tool_min_samples`` probes were tested and all matched
+    applies: Callable[[Probes], Arr] | None = None
     #: True: ``test`` only says the probe *can* match; the probes must also share
     #: one :func:`unicorn_value` (the scan detector keeps the first one per source)
     constant: bool = False
@@ -108,18 +198,37 @@ UNICORNSCAN = Fingerprint(
 
 #: in order of preference when several tools match every probe
 TOOLS: tuple[Fingerprint, ...] = (
-    Fingerprint("masscan", "ip_id == (dst ^ dport ^ seq) & 0xFFFF", _masscan),
+    Fingerprint(
+        "masscan",
+        "ip_id == (dst ^ dport ^ cookie) & 0xFFFF, cookie = SYN seq or DNS/NBNS/SNMP request ID",
+        _masscan,
+        _masscan_applies,
+    ),
     Fingerprint("mirai", "seq == dst", _mirai),
     Fingerprint("zmap", "ip_id == 54321", _zmap),
-    Fingerprint("nmap", "SYN, window 1024..4096, MSS 1460 only, TTL 5-59", _nmap),
+    Fingerprint(
+        "nmap",
+        "window 1024..4096, TTL 5-59, SYN with MSS 1460 only or NULL/FIN/Xmas/ACK/Maimon without options",
+        _nmap,
+    ),
     UNICORNSCAN,
 )
+
+
+def tools_tested(samples: Any) -> npt.NDArray[np.bool_]:
+    """(len(samples), len(TOOLS)) boolean: which tools test each sample (``Fingerprint.applies``)."""
+    tested = np.ones((len(samples), len(TOOLS)), dtype=bool)
+    for j, fp in enumerate(TOOLS):
+        if fp.applies is not None:
+            tested[:, j] = fp.applies(samples)
+    return tested
 
 
 def tool_matches(samples: Any) -> npt.NDArray[np.bool_]:
     """(len(samples), len(TOOLS)) boolean: which per-probe tests each sample passes.
 
     ``samples``: a sample array or anything indexable by field name (``Fields``).
+    A tool's test implies its ``applies``: a probe matches only tools that test it.
     """
     out = np.zeros((len(samples), len(TOOLS)), dtype=bool)
     for j, fp in enumerate(TOOLS):

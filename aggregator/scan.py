@@ -57,7 +57,7 @@ import numpy.typing as npt
 from aggregator import spoof_rules as sr
 from aggregator.detector import BatchView, Context, Fields
 from aggregator.eventfmt import base_event, proto_name
-from aggregator.fingerprints import TOOLS, UNICORNSCAN, is_syn, tool_matches, unicorn_value
+from aggregator.fingerprints import TOOLS, UNICORNSCAN, is_syn, tool_matches, tools_tested, unicorn_value
 from aggregator.grouping import group
 from aggregator.hll import HllRows
 from aggregator.keyindex import KeyIndex, mix64
@@ -97,8 +97,9 @@ SOURCE_COLUMNS = {
     "ttl_min": Column("u1", 255),
     "ttl_max": Column("u1", 0),
     "reasons": Column("<u2"),
-    "tool_n": Column("u1"),  # sampled probes tested (the first 255 decide)
-    **{f"tool_m{j}": Column("u1") for j in range(_NT)},
+    "tool_n": Column("u1"),  # sampled probes seen (the first 255 decide)
+    **{f"tool_t{j}": Column("u1") for j in range(_NT)},  # of those, tested for tool j
+    **{f"tool_m{j}": Column("u1") for j in range(_NT)},  # of those, matching tool j
     "uni_ref": Column("<u4"),
     "flags": Column("u1"),  # F_* bits below
     "revision": Column("<u2"),  # saturates at 65535 (455 days of 10-minute revisions)
@@ -129,11 +130,11 @@ class ScanDetector:
 
     # -- tools ---------------------------------------------------------------
     def tool_of(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-        """Index into TOOLS of the tool every sampled probe matches, or -1."""
+        """Index into TOOLS of the tool every tested sampled probe matches, or -1."""
         c = self.src.cols
-        n = c["tool_n"][rows].astype(np.int64)
+        t = np.stack([c[f"tool_t{j}"][rows] for j in range(_NT)], axis=1).astype(np.int64)
         m = np.stack([c[f"tool_m{j}"][rows] for j in range(_NT)], axis=1).astype(np.int64)
-        ok = (n >= self.th.tool_min_samples)[:, None] & (m == n[:, None])
+        ok = (t >= self.th.tool_min_samples) & (m == t)
         return np.where(ok.any(axis=1), ok.argmax(axis=1), -1)
 
     def _absorb_samples(self, samples: npt.NDArray[np.void]) -> None:
@@ -149,6 +150,7 @@ class ScanDetector:
         g = group(srow[ok].astype(np.uint64), stable=True)
         rows = g.keys.astype(np.int64)
         c = self.src.cols
+        tested = tools_tested(s)
         match = tool_matches(s)
         self._find_decoys(s, c["key"][srow[ok]])
         # Unicornscan: the probes must share one constant; the reference is the
@@ -170,10 +172,10 @@ class ScanDetector:
         rows_o = rows[open_]
         c["tool_n"][rows_o] = (n_old[open_] + np.diff(np.r_[g.starts, len(s)])[open_]).astype(np.uint8)
         for j in range(_NT):
-            col = c[f"tool_m{j}"]
-            col[rows_o] = (col[rows_o].astype(np.int64) + g.sum(match[:, j].astype(np.int64))[open_]).astype(
-                np.uint8
-            )
+            for name, hits in ((f"tool_t{j}", tested[:, j]), (f"tool_m{j}", match[:, j])):
+                col = c[name]
+                added = g.sum(hits.astype(np.int64))[open_]
+                col[rows_o] = (col[rows_o].astype(np.int64) + added).astype(np.uint8)
 
     def _find_decoys(self, s: Fields, skeys: npt.NDArray[np.uint64]) -> None:
         """Sources that sent the very same probe (destination, ports, seq, IP ID): decoys.
@@ -614,7 +616,7 @@ class ScanDetector:
             )
             n_samples = int(c["tool_n"][r])
             evidence = {
-                fp.name: f"{int(c[f'tool_m{j}'][r])}/{n_samples} sampled probes: {fp.rule}"
+                fp.name: f"{int(c[f'tool_m{j}'][r])}/{int(c[f'tool_t{j}'][r])} sampled probes: {fp.rule}"
                 for j, fp in enumerate(TOOLS)
                 # a constant-value rule matches its own reference probe: show it from two on
                 if int(c[f"tool_m{j}"][r]) > (1 if fp.constant else 0)

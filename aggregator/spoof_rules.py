@@ -5,10 +5,15 @@ per-packet ``spoofed`` tag (libcorsaro_filtering.c) -- any of:
 
 - PROTOCOL: protocol not ICMP, TCP, UDP or 41 (ICMPv6 too for IPv6);
 - TCP_FLAGS: TCP flags (CWR/ECE ignored) other than SYN, ACK, RST, FIN,
-  SYN-FIN, SYN-ACK, FIN-ACK, ACK-PSH, FIN-ACK-PSH;
-- TTL200: TTL >= 200 on non-ICMP, unless masscan-shaped (SYN, window 1024,
-  no options) -- and, tool-aware, unless the source's sampled probes prove a
-  scanning tool (ZMap also sends TTL 255; a fingerprint is evidence that the
+  SYN-FIN, SYN-ACK, FIN-ACK, ACK-PSH, FIN-ACK-PSH -- unless the source's
+  sampled probes prove a scanning tool (Nmap's NULL and Xmas scans send such
+  flags from a real host that waits for the replies);
+- TTL200: TTL >= 200 on non-ICMP, unless masscan-shaped -- a SYN with window
+  1024 and no options (corsaro3), or an empty UDP datagram, masscan's probe on
+  every port it has no built-in payload for (its UDP cookie is then invisible,
+  and a scan proves itself only by the few probes that carry one, possibly
+  minutes later) -- and, tool-aware, unless the source's sampled probes prove
+  a scanning tool (ZMap also sends TTL 255; a fingerprint is evidence that the
   source is real);
 - FRAGMENT: fragment offset != 0 or the reserved IP flag set;
 - LAST_BYTE: last byte of an IPv4 source 0 or 255;
@@ -96,8 +101,10 @@ def flow_reasons(
     frag = (flows["ip_flags"] & IPF_FRAGMENT) != 0
     r = np.zeros(len(flows), dtype=np.uint16)
     r |= np.where(~(tcp | udp | icmp | (proto == 41)), PROTOCOL, 0).astype(np.uint16)
-    r |= np.where(tcp & ~frag & ~_GOOD_FLAGS[flags], TCP_FLAGS, 0).astype(np.uint16)
-    masscan_shape = tcp & (flags == _SYN) & (flows["tcp_window"] == 1024) & (flows["tcp_hdr_len"] <= 20)
+    r |= np.where(tcp & ~frag & ~_GOOD_FLAGS[flags] & ~tool_proven, TCP_FLAGS, 0).astype(np.uint16)
+    empty_udp = udp & ~frag & (flows["ip_len"] == np.where(is4, 28, 48))  # 20/40 + 8 header bytes
+    masscan_syn = tcp & (flags == _SYN) & (flows["tcp_window"] == 1024) & (flows["tcp_hdr_len"] <= 20)
+    masscan_shape = masscan_syn | empty_udp
     r |= np.where((flows["ttl"] >= 200) & ~icmp & ~masscan_shape & ~tool_proven, TTL200, 0).astype(np.uint16)
     r |= np.where((flows["ip_flags"] & (IPF_FRAGMENT | IPF_RESERVED)) != 0, FRAGMENT, 0).astype(np.uint16)
     last = src_lo & np.uint64(0xFF)

@@ -109,17 +109,38 @@ def test_masscan_port_scans(
     assert by_kind(events, "availability") == []
 
 
-def test_masscan_udp_probes_look_spoofed(tmp_path: Path, shared_pcaps: Path, tshark: str) -> None:
+def test_masscan_udp_scan_is_proven_by_the_cookies_in_its_payloads(
+    tmp_path: Path, shared_pcaps: Path, tshark: str
+) -> None:
     pcap = shared_pcaps / "scan_masscan_udp0-1000_esnet.pcap"
-    # Masscan's UDP probes leave TTL 255 (seen as 252) and carry its cookie in the payload
-    # (empty here), so nothing on the wire proves the tool: corsaro3's TTL >= 200 rule, which
-    # spares only masscan-shaped TCP SYNs, tags all of them. A limitation of the rule as
-    # specified; the point here is that nobody is accused on that evidence.
-    rows = tshark_rows(tshark, pcap, "udp && ip.src == 172.31.15.102 && ip.ttl >= 200", "udp.dstport")
-    events = detect(tmp_path, pcap, "198.124.152.15/32", "internal_sources=172.16.0.0/12")
-    assert by_kind(events, "information-gathering") == []
-    (spoof,) = by_kind(events, "fraud")
-    assert spoof["extra.reasons"]["ttl-200"] == len(rows) == 1001
+    scanner, target = "172.31.15.102", "198.124.152.15"
+    # Most of masscan's UDP probes are empty (no cookie on the wire); for DNS, NBNS and
+    # SNMP it sends built-in payloads whose request ID is the cookie of its IP ID rule.
+    cookies = tshark_rows(
+        tshark, pcap, "dns || nbns || snmp", "ip.dst", "udp.dstport", "ip.id", "dns.id", "nbns.id",
+        "snmp.request_id",
+    )
+    assert len(cookies) == 3
+    dst_lo = int(ipaddress.ip_address(target)) & 0xFFFF
+    for _dst, port, ip_id, *ids in cookies:
+        (cookie,) = [int(v, 0) for v in ids if v]
+        assert int(ip_id, 16) == (dst_lo ^ int(port) ^ cookie) & 0xFFFF
+    # probes; ports 0 and UDP 80 are tagged by corsaro3's port-0 and udp-80 rules
+    probes = f"udp && ip.src == {scanner} && udp.dstport != 0 && udp.dstport != 80"
+    rows = tshark_rows(tshark, pcap, probes, "udp.dstport")
+    ttls = tshark_rows(tshark, pcap, f"udp && ip.src == {scanner}", "ip.ttl")
+    assert {int(r[0]) for r in ttls} == {252}  # TTL 255 at the sender: corsaro3's ttl-200 rule
+    events = detect(tmp_path, pcap, f"{target}/32", "internal_sources=172.16.0.0/12")
+    (scan,) = by_kind(events, "information-gathering")
+    assert scan["source.ip"] == scanner
+    assert (scan["extra.tool"], scan["extra.kind"]) == ("masscan", "vertical")
+    assert scan["protocol.transport"] == "udp"
+    assert scan["extra.tool_evidence"]["masscan"].startswith("3/3 sampled probes")
+    assert scan["extra.ports_distinct"] == len({r[0] for r in rows})
+    assert scan["extra.packets"] == len(rows)
+    # the two tagged probes may make a spoofing summary, but it accuses nobody
+    assert all("source.ip" not in e for e in by_kind(events, "fraud"))
+    assert by_kind(events, "availability") == []
 
 
 def test_nmap_syn_scan_of_scanme(tmp_path: Path, shared_pcaps: Path, tshark: str) -> None:
@@ -176,18 +197,25 @@ def test_nmap_udp_scan(tmp_path: Path, shared_pcaps: Path, tshark: str) -> None:
     assert scan["extra.ports_distinct"] == len({r[0] for r in rows})
 
 
-def test_nmap_xmas_scan_is_tagged_by_corsaro_flags_rule(
-    tmp_path: Path, shared_pcaps: Path, tshark: str
-) -> None:
+def test_nmap_xmas_scan_is_a_vertical_nmap_scan(tmp_path: Path, shared_pcaps: Path, tshark: str) -> None:
     pcap = shared_pcaps / "scan_nmap_xmas_evilfingers.pcap"
-    rows = tshark_rows(tshark, pcap, "tcp.flags == 0x029", "ip.src", "ip.dst")
-    (_src, dst) = {tuple(r) for r in rows}.pop()
+    rows = tshark_rows(
+        tshark, pcap, "tcp.flags == 0x029", "ip.src", "ip.dst", "tcp.dstport", "tcp.window_size_value",
+        "tcp.hdr_len", "ip.ttl",
+    )
+    ((src, dst),) = {(r[0], r[1]) for r in rows}
+    # nmap -sX: FIN-PSH-URG without options, window 1024-4096, TTL drawn from 37-59 per probe
+    assert {int(r[3]) for r in rows} <= {1024, 2048, 3072, 4096}
+    assert {r[4] for r in rows} == {"20"}
+    assert max(int(r[5]) for r in rows) <= 59 and len({r[5] for r in rows}) > 10
     events = detect(tmp_path, pcap, f"{dst}/32", "internal_sources=192.168.0.0/16")
-    # FIN-PSH-URG is outside corsaro3's normal flag set: spoofing summary, no accusation
-    assert by_kind(events, "information-gathering") == []
-    spoof = by_kind(events, "fraud")
-    assert sum(e["extra.reasons"]["tcp-flags"] for e in spoof) == len(rows)
-    assert all("source.ip" not in e for e in spoof)
+    # corsaro3's flag rule would call every probe spoofed; the Nmap fingerprint proves a real
+    # host (it waits for the RSTs of closed ports), so the flags and TTLs are the tool's
+    (scan,) = by_kind(events, "information-gathering")
+    assert (scan["source.ip"], scan["extra.tool"], scan["extra.kind"]) == (src, "nmap", "vertical")
+    assert scan["extra.ports_distinct"] == len({r[2] for r in rows})
+    assert scan["extra.packets"] == len(rows)
+    assert by_kind(events, "fraud") == []
 
 
 def test_nmap_decoy_scan_is_reported_as_a_group(tmp_path: Path, shared_pcaps: Path, tshark: str) -> None:

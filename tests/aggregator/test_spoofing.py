@@ -29,6 +29,10 @@ def test_corsaro_per_packet_reasons() -> None:
     # masscan-shaped: SYN, window 1024, no options
     assert reasons_of({"ttl": 255, "tcp_window": 1024, "tcp_hdr_len": 20}) == []
     assert reasons_of({"ttl": 255, "tcp_window": 1024, "tcp_hdr_len": 24}) == ["ttl-200"]
+    # ... and an empty UDP datagram (masscan on a port it has no payload for)
+    udp = {"protocol": 17, "tcp_flags": 0, "tcp_window": 0, "tcp_hdr_len": 0, "dst_port": 636}
+    assert reasons_of({**udp, "ttl": 252, "ip_len": 28}) == []
+    assert reasons_of({**udp, "ttl": 252, "ip_len": 29}) == ["ttl-200"]
     assert reasons_of({"ip_flags": 0x08}) == ["fragment"]
     assert reasons_of({"ip_flags": 0x04}) == ["fragment"]
     assert reasons_of({"src_ip": "45.1.1.0"}) == ["last-byte-0-255"]
@@ -87,6 +91,19 @@ def test_zmap_proven_by_samples_is_not_spoofed_for_its_ttl(make_agg) -> None:
     ]
     (ev,) = run(make_agg(), batch(rows, smp))
     assert ev["extra.tool"] == "zmap" and ev["source.ip"] == "45.1.1.1"
+
+
+def test_odd_flags_of_a_proven_tool_are_no_spoofing(make_agg) -> None:
+    # nmap -sX: FIN-PSH-URG, no options, window 1024-4096, TTL below 60 (seen after some hops)
+    xmas = {"tcp_flags": 0x29, "tcp_window": 2048, "tcp_hdr_len": 20, "ttl": 47}
+    probes = horizontal("45.1.1.1", 20)
+    rows = [dict(r, dst_ip="198.18.0.1", dst_port=1 + i, **xmas) for i, r in enumerate(probes)]
+    (spoofed,) = run(make_agg(), batch(rows))
+    assert spoofed["classification.identifier"] == "ip-spoofer" and "source.ip" not in spoofed
+    assert spoofed["extra.reasons"] == {"tcp-flags": 20}
+    smp = [{"src_ip": "45.1.1.1", "dst_ip": "198.18.0.1", "dst_port": 1 + i, **xmas} for i in range(3)]
+    (ev,) = run(make_agg(), batch(rows, smp))
+    assert (ev["source.ip"], ev["extra.tool"], ev["extra.kind"]) == ("45.1.1.1", "nmap", "vertical")
 
 
 def test_ttl_inconsistent_source_is_judged_spoofed(make_agg) -> None:

@@ -6,7 +6,7 @@ import ipaddress
 
 import numpy as np
 
-from aggregator.fingerprints import TOOLS, tool_matches
+from aggregator.fingerprints import TOOLS, tool_matches, tools_tested, udp_cookie
 from tests.aggregator.flowmaker import batch, samples
 from tests.aggregator.test_scan import horizontal, run
 
@@ -59,6 +59,91 @@ def test_each_rule_on_one_probe() -> None:
     assert not tool_matches(samples([dict(probes["mirai"], tcp_flags=0x12)]))[0, NAMES.index("mirai")]
     # Nmap with an option besides MSS (kinds MSS, NOP) is not Nmap -sS
     assert not tool_matches(samples([dict(probes["nmap"], tcp_opt_kinds=0x0102)]))[0, NAMES.index("nmap")]
+
+
+def _head(payload: bytes) -> bytes:
+    return payload[:24].ljust(24, b"\0")
+
+
+def masscan_udp_probe(dst: str, dport: int, payload: bytes, cookie: int) -> dict:
+    return {
+        "src_ip": "45.2.2.2",
+        "dst_ip": dst,
+        "protocol": 17,
+        "tcp_flags": 0,
+        "tcp_window": 0,
+        "tcp_hdr_len": 0,
+        "src_port": 51436,
+        "dst_port": dport,
+        "ttl": 252,
+        "ip_id": (_v4(dst) ^ dport ^ cookie) & 0xFFFF,
+        "payload_len": len(payload),
+        "payload_cap": min(len(payload), 24),
+        "payload_head": _head(payload),
+    }
+
+
+# masscan's built-in payloads (as in ../shared/pcaps/scan_masscan_udp0-1000_esnet.pcap)
+DNS = bytes.fromhex("0ab1012000010000000000000776657273696f6e0462696e64c01b00100003")
+NBNS = bytes.fromhex("34d40000000100000000000020434b41") + b"A" * 30 + bytes.fromhex("0000210001")
+SNMP = bytes.fromhex("30390201000406") + b"public" + bytes.fromhex("a02c02046089c01c020100020100301e")
+
+
+def test_masscan_udp_cookie_in_request_ids() -> None:
+    probes = [
+        masscan_udp_probe("198.124.152.15", 53, DNS, 0x0AB1),
+        masscan_udp_probe("198.124.152.15", 137, NBNS, 0x34D4),
+        masscan_udp_probe("198.124.152.15", 161, SNMP, 0xC01C),  # low bits of request-id 0x6089c01c
+    ]
+    has, cookie = udp_cookie(samples(probes))
+    assert has.tolist() == [True, True, True] and cookie.tolist() == [0x0AB1, 0x34D4, 0xC01C]
+    m = tool_matches(samples(probes))
+    assert m[:, NAMES.index("masscan")].tolist() == [True, True, True]
+    # the capture's real IP IDs satisfy the rule (tshark: 0x928b, 0xac52, 0x58b2)
+    assert [p["ip_id"] for p in probes] == [0x928B, 0xAC52, 0x58B2]
+    # a wrong cookie fails; an empty probe, or a payload on a port without a known layout,
+    # is not tested at all (nothing to compare)
+    wrong = dict(probes[0], ip_id=probes[0]["ip_id"] ^ 1)
+    empty = masscan_udp_probe("198.124.152.15", 636, b"", 0)
+    other = masscan_udp_probe("198.124.152.15", 5060, DNS, 0x0AB1)
+    short = dict(probes[0], payload_len=8)  # shorter than a DNS header
+    snmp_cut = dict(probes[2], payload_cap=20)  # request-id past the captured bytes
+    rows = samples([wrong, empty, other, short, snmp_cut])
+    assert tools_tested(rows)[:, NAMES.index("masscan")].tolist() == [True, False, False, False, False]
+    assert not tool_matches(rows)[:, NAMES.index("masscan")].any()
+
+
+def test_masscan_udp_named_from_three_cookies_among_empty_probes(make_agg) -> None:
+    target = "198.18.9.9"
+    flows = [
+        {"src_ip": "45.2.2.2", "dst_ip": target, "protocol": 17, "tcp_flags": 0, "dst_port": port, "ttl": 252,
+         "ip_len": 28, "src_port": 51436}
+        for port in range(100, 130)
+    ]  # fmt: skip
+    empty = [masscan_udp_probe(target, 100 + i, b"", 0) for i in range(4)]
+    cookies = [
+        masscan_udp_probe(target, 53, DNS, 0x0AB1),
+        masscan_udp_probe(target, 137, NBNS, 0x34D4),
+        masscan_udp_probe(target, 161, SNMP, 0xC01C),
+    ]
+    (ev,) = run(make_agg(), batch(flows, empty + cookies[:2]))
+    assert (ev["source.ip"], ev["extra.kind"], ev["extra.tool"]) == ("45.2.2.2", "vertical", None)
+    (ev,) = run(make_agg(), batch(flows, empty + cookies))
+    assert ev["extra.tool"] == "masscan"
+    assert ev["extra.tool_evidence"]["masscan"].startswith("3/3 sampled probes")
+    assert ev["extra.tool_samples"] == 7
+
+
+def test_nmap_stealth_probes() -> None:
+    base = {"src_ip": "45.1.1.1", "dst_ip": "198.18.0.1", "tcp_window": 3072, "tcp_hdr_len": 20, "ttl": 40,
+            "tcp_opt_kinds": 0}  # fmt: skip
+    col = NAMES.index("nmap")
+    for flags in (0x00, 0x01, 0x29, 0x10, 0x11):  # NULL, FIN, Xmas, ACK, Maimon
+        assert tool_matches(samples([dict(base, tcp_flags=flags)]))[0, col], hex(flags)
+    # nmap puts options on SYN probes only; another window or a TTL of 64 is not nmap
+    bads = ({"tcp_hdr_len": 24, "tcp_opt_kinds": 2}, {"tcp_window": 1025}, {"ttl": 64}, {"tcp_flags": 0x04})
+    for bad in bads:
+        assert not tool_matches(samples([{**base, "tcp_flags": 0x29, **bad}]))[0, col], bad
 
 
 def test_three_matching_probes_name_the_tool(make_agg) -> None:
