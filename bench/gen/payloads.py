@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-__all__ = ["PAYLOADS", "PING_DATA", "UDP_SERVICE_PAYLOAD", "Payload"]
+__all__ = ["MASSCAN_UDP_PAYLOAD_PORTS", "PAYLOADS", "PING_DATA", "UDP_SERVICE_PAYLOAD", "Payload"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,13 @@ def _snmp_get() -> bytes:
     return bytes([0x30, len(body)]) + body
 
 
+def _nbns_nbstat() -> bytes:
+    # RFC 1002 node status request for the wildcard name "*" (what masscan and
+    # nbtscan send to 137): id, flags 0, 1 question, name "*" encoded, NBSTAT IN
+    name = b"\x20" + b"CK" + b"A" * 30 + b"\x00"
+    return struct.pack(">HHHHHH", 0, 0, 1, 0, 0, 0) + name + struct.pack(">HH", 0x21, 1)
+
+
 def _ssdp_msearch() -> bytes:
     return (
         b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\n"
@@ -87,7 +94,11 @@ PAYLOADS: dict[int, Payload] = {
     4: Payload("ssdp", _ssdp_msearch()),
     5: Payload("sip", _sip_options()),
     6: Payload("ping", PING_DATA),
+    7: Payload("nbns", _nbns_nbstat(), id_at=0),
 }
 
 #: UDP destination port -> template id
-UDP_SERVICE_PAYLOAD: dict[int, int] = {53: 1, 123: 2, 161: 3, 1900: 4, 5060: 5}
+UDP_SERVICE_PAYLOAD: dict[int, int] = {53: 1, 123: 2, 137: 7, 161: 3, 1900: 4, 5060: 5}
+#: the ports masscan has a built-in payload for, among those above; it sends
+#: other UDP probes empty
+MASSCAN_UDP_PAYLOAD_PORTS = (53, 123, 137, 161)

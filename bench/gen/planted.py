@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.gen.addrs import DarkSpace, SourcePool, v4_text, v6_text
-from bench.gen.payloads import PAYLOADS, UDP_SERVICE_PAYLOAD
+from bench.gen.payloads import MASSCAN_UDP_PAYLOAD_PORTS, PAYLOADS, UDP_SERVICE_PAYLOAD
 from bench.gen.wire import (
     EXT6_FRAG,
     EXT6_HBH_DST,
@@ -54,7 +54,7 @@ from bench.gen.wire import (
 
 __all__ = ["LINKS", "POPULAR_TCP_PORTS", "Link", "Planter"]
 
-SYN, RST, ACK = 0x02, 0x04, 0x10
+FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 DF = 0x4000
 MF = 0x2000
 NS = 1_000_000_000
@@ -284,9 +284,15 @@ class Planter:
         elif tool == "nmap":
             initial = 0  # per probe, below
             rows["window"] = rng.choice([1024, 2048, 3072, 4096], size=n)
-            rows["opts"] = OPT_MSS
             rows["sport"] = int(rng.integers(32768, 65536))  # reused for the whole scan
-            sig = {"window": [1024, 2048, 3072, 4096], "options": "mss 1460", "ttl_initial": "37-59"}
+            if variant == "xmas":  # -sX: FIN-PSH-URG, and nmap adds options to SYN probes only
+                rows["tcp_flags"], rows["opts"] = FIN | PSH | URG, OPT_NONE
+                rows["seq"] = int(rng.integers(0, 1 << 32))  # the try number's seq, same for all
+                sig = {"window": [1024, 2048, 3072, 4096], "flags": "FIN-PSH-URG", "options": "none",
+                       "ttl_initial": "37-59"}
+            else:
+                rows["opts"] = OPT_MSS
+                sig = {"window": [1024, 2048, 3072, 4096], "options": "mss 1460", "ttl_initial": "37-59"}
         elif tool == "unicornscan":
             initial = 64
             key = int(rng.integers(0, 1 << 32))
@@ -343,14 +349,21 @@ class Planter:
         n: int,
         *,
         zmap: bool = False,
+        masscan: bool = False,
         frac: tuple[float, float] = (0.3, 0.6),
         bulk: bool = False,
     ) -> None:
+        """UDP probes with service payloads; ``masscan``: a port scan of one host over ``ports``."""
         rng = self.rng()
         src = self.pool.draw_one(rng)
         hops = int(rng.integers(6, 25))
         t0, t1 = self.window(rng, *frac, min_s=30)
-        dst, dport = self._scan_targets(rng, kind, ports, n)
+        if masscan:  # masscan -pU:...: every listed port of one host, in random order
+            dst = np.repeat(self.dark.sample_v4(rng, 1), len(ports))
+            dport = rng.permutation(np.asarray(ports, dtype=np.int64))
+            n = len(ports)
+        else:
+            dst, dport = self._scan_targets(rng, kind, ports, n)
         rows = np.zeros(n, dtype=SPEC_DTYPE)
         rows["ts_ns"] = self.times(rng, n, t0, t1)
         rows["ipver"], rows["l4"] = 4, L4_UDP
@@ -358,7 +371,18 @@ class Planter:
         rows["payload"] = _SERVICE_LUT[dport]
         rows["paylen"] = np.where(rows["payload"] > 0, _PAYLEN_LUT[rows["payload"]], 16)
         rows["pay_id"] = rng.integers(0, 1 << 16, size=n)
-        if zmap:  # ZMap's UDP probes carry the same IP header as its SYNs
+        if masscan:
+            # built-in payloads on a few ports, empty probes elsewhere; the cookie is the
+            # request ID where the payload has one, else hidden: IP ID = dst ^ dport ^ cookie
+            own = np.isin(dport, MASSCAN_UDP_PAYLOAD_PORTS)
+            rows["payload"] = np.where(own, rows["payload"], 0)
+            rows["paylen"] = np.where(own, rows["paylen"], 0)
+            cookie = rng.integers(0, 1 << 16, size=n)
+            rows["pay_id"] = cookie
+            rows["ip_id"] = (rows["dst4"].astype(np.int64) ^ dport ^ cookie) & 0xFFFF
+            rows["sport"] = int(rng.integers(40000, 60000))  # one source port per run
+            initial = 255
+        elif zmap:  # ZMap's UDP probes carry the same IP header as its SYNs
             initial = 255
             rows["ip_id"] = 54321
             rows["sport"] = _ephemeral(rng, n)
@@ -370,16 +394,19 @@ class Planter:
         meta = {
             "id": self.entity_id("scanner"),
             "role": "scanner",
-            "tool": "zmap" if zmap else "generic",
+            "tool": "zmap" if zmap else "masscan" if masscan else "generic",
             "variant": "udp",
-            "kind": kind,
+            "kind": "vertical" if masscan else kind,
             "protocol": "udp",
             "ip_version": 4,
             "src": v4_text(src),
             "ttl_initial": initial,
             "hops": hops,
-            "signature": {"ip_id": 54321} if zmap else {},
-            "fingerprint": "zmap" if zmap else None,
+            "signature": (
+                {"ip_id": 54321} if zmap
+                else {"ip_id": "(dst ^ dport ^ request id) & 0xFFFF"} if masscan else {}
+            ),
+            "fingerprint": "zmap" if zmap else "masscan" if masscan else None,
             "bulk": bulk,
         }
         self.add(rows, meta, self.link_for(rng))

@@ -68,6 +68,7 @@ def plant(p: Planter, sc: Scenario, total: int) -> None:
         p.tcp_scanner("mirai", "horizontal", [23], k(800, 300))
     p.tcp_scanner("nmap", "vertical", [], k(1000, 300))
     p.tcp_scanner("nmap", "strobe", [22, 80, 443], k(900, 450))
+    p.tcp_scanner("nmap", "vertical", [], k(1000, 300), variant="xmas")
     p.tcp_scanner("unicornscan", "horizontal", [8080], k(800, 250))
     p.tcp_scanner("generic", "horizontal", [22], k(1200, 300), variant="linux")
     p.tcp_scanner("generic", "strobe", [80, 8080, 8443], k(900, 450), variant="windows")
@@ -80,6 +81,8 @@ def plant(p: Planter, sc: Scenario, total: int) -> None:
     p.udp_scanner("horizontal", [1900], k(600, 200))
     p.udp_scanner("horizontal", [5060], k(600, 200))
     p.udp_scanner("strobe", [53, 123, 161], k(600, 450))
+    # masscan -pU:1-1000 (port 80 left out: corsaro3's udp-80 rule would tag it)
+    p.udp_scanner("vertical", [q for q in range(1, 1001) if q != 80], 0, masscan=True)
     if p.dark.v6:
         p.ipv6_scanner(22, k(200, 150))
     # -- backscatter: victims above the thresholds (span capped to 80 % of the capture)

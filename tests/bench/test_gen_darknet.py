@@ -24,7 +24,8 @@ FIELDS = [
     "ip.proto", "ip.flags.mf", "ip.frag_offset", "ipv6.src", "ipv6.dst", "ipv6.nxt", "tcp.srcport",
     "tcp.dstport", "tcp.seq_raw",
     "tcp.flags", "tcp.window_size_value", "tcp.option_kind", "tcp.options.mss_val", "udp.srcport",
-    "udp.dstport", "icmp.type", "icmp.code", "icmpv6.type", "icmpv6.code", "arp.opcode",
+    "udp.dstport", "dns.id", "nbns.id", "snmp.request_id", "udp.length",
+    "icmp.type", "icmp.code", "icmpv6.type", "icmpv6.code", "arp.opcode",
     "ip.checksum.status", "tcp.checksum.status", "udp.checksum.status", "icmp.checksum.status",
     "icmpv6.checksum.status",
 ]  # fmt: skip
@@ -145,7 +146,7 @@ def test_zmap_probes(sample: dict[str, Any]) -> None:
 
 
 def test_masscan_ip_id_formula(sample: dict[str, Any]) -> None:
-    for e, frames in _entities(sample, tool="masscan"):
+    for e, frames in _entities(sample, tool="masscan", protocol="tcp"):
         sports = {f["tcp.srcport"][0] for f in frames}
         assert len(sports) == 1
         for f in frames:
@@ -153,6 +154,25 @@ def test_masscan_ip_id_formula(sample: dict[str, Any]) -> None:
             assert _int(f["ip.id"]) == want
             assert (_int(f["ip.ttl"]), _int(f["tcp.window_size_value"])) == (255 - e["hops"], 1024)
             assert f["tcp.option_kind"] == []
+
+
+def test_masscan_udp_cookies(sample: dict[str, Any]) -> None:
+    # a port scan of one host; masscan's built-in payloads carry the cookie of its IP ID
+    # rule in their request ID, the other probes are empty
+    ((e, frames),) = _entities(sample, tool="masscan", protocol="udp")
+    assert len({f["udp.srcport"][0] for f in frames}) == 1 and len({f["ip.dst"][0] for f in frames}) == 1
+    assert len({f["udp.dstport"][0] for f in frames}) == len(frames) == e["packets"]
+    proven = 0
+    for f in frames:
+        assert _int(f["ip.ttl"]) == 255 - e["hops"]
+        ids = f["dns.id"] + f["nbns.id"] + f["snmp.request_id"]
+        if ids:
+            want = (_ip(f["ip.dst"]) ^ _int(f["udp.dstport"]) ^ int(ids[0], 0)) & 0xFFFF
+            assert _int(f["ip.id"]) == want
+            proven += 1
+        elif _int(f["udp.dstport"]) != 123:  # NTP: a payload without an ID
+            assert _int(f["udp.length"]) == 8
+    assert proven == 3  # DNS/53, NBNS/137, SNMP/161
 
 
 def test_mirai_seq_is_destination(sample: dict[str, Any]) -> None:
@@ -165,14 +185,19 @@ def test_mirai_seq_is_destination(sample: dict[str, Any]) -> None:
             assert _int(f["ip.ttl"]) == 64 - e["hops"]
 
 
-def test_nmap_syn_scan(sample: dict[str, Any]) -> None:
+def test_nmap_scans(sample: dict[str, Any]) -> None:
     for e, frames in _entities(sample, tool="nmap"):
         assert len({f["tcp.srcport"][0] for f in frames}) == 1
         ttls = {_int(f["ip.ttl"]) + e["hops"] for f in frames}
         assert ttls <= set(range(37, 60)) and len(ttls) > 5
         for f in frames:
             assert _int(f["tcp.window_size_value"]) in (1024, 2048, 3072, 4096)
-            assert f["tcp.option_kind"] == ["2"] and f["tcp.options.mss_val"] == ["1460"]
+            if e["variant"] == "xmas":  # -sX: FIN-PSH-URG, no options
+                assert _int(f["tcp.flags"]) == 0x029 and f["tcp.option_kind"] == []
+            else:
+                assert _int(f["tcp.flags"]) == 0x002
+                assert f["tcp.option_kind"] == ["2"] and f["tcp.options.mss_val"] == ["1460"]
+    assert {e["variant"] for e, _ in _entities(sample, tool="nmap")} == {"", "xmas"}
 
 
 def test_unicornscan_sequence_key(sample: dict[str, Any]) -> None:
