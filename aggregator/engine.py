@@ -77,7 +77,7 @@ class Aggregator:
     ) -> None:
         self.settings = settings
         self.darknet = darknet
-        self.th: Thresholds = thresholds_for(settings, darknet.size_v4)
+        self.th: Thresholds = thresholds_for(settings, darknet.size_v4, darknet.size_v6)
         self.known = known or KnownScanners()
         self.bogons = bogons or load_bogons()
         # an internal telescope (DAEDALUS-style, inside a private network) sees real

@@ -598,6 +598,7 @@ class ScanDetector:
         for i, r in enumerate(emit.tolist()):
             first, last = int(c["first_ns"][r]), int(c["last_ns"][r])
             packets, distinct, ports = int(c["packets"][r]), int(c["distinct"][r]), int(c["ports"][r])
+            is6 = int(c["key"][r]) >= 1 << 63
             top = breakdown.get(r) or [(int(c["main_port"][r]), packets, distinct)]
             main = top[0][0]
             kind = self.kind_of(distinct, ports, sum(d for _, _, d in top))
@@ -642,12 +643,13 @@ class ScanDetector:
                         {"protocol": proto_name(k >> 16), "port": k & 0xFFFF, "packets": p, "destinations": d}
                         for k, p, d in top[:10]
                     ],
-                    "extra.coverage": round(distinct / th.n, 6) if th.n else None,
+                    "extra.coverage": _coverage(distinct, th.n6 if is6 else th.n),
                     "extra.rate_pps_observed": round(packets / dur, 3),
                     # x 2^32/n assumes probes spread over the address space: a vertical
                     # scan aims at a few hosts, so its Internet-wide rate is unknowable
+                    # IPv6 scanners work from hitlists, not the whole space: no extrapolation
                     "extra.rate_pps_estimated": (
-                        None if kind == "vertical" else round(packets / dur * th.extrapolation, 1)
+                        None if kind == "vertical" or is6 else round(packets / dur * th.extrapolation, 1)
                     ),
                     "extra.tool": tool,
                     "extra.tool_evidence": evidence,
@@ -708,3 +710,8 @@ def _addr_array(addrs: list[str]) -> npt.NDArray[np.void]:
     return (
         np.frombuffer(b"".join(parse_addr16(a) for a in addrs), dtype="V16") if addrs else np.zeros(0, "V16")
     )
+
+
+def _coverage(distinct: int, n: int) -> float | None:
+    """Share of the telescope's addresses (of the source's family) hit, to 6 significant digits."""
+    return float(f"{distinct / n:.6g}") if n else None

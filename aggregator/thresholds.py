@@ -46,6 +46,7 @@ SCAN_REF_DESTS, SCAN_FLOOR_DESTS, SCAN_CEIL_DESTS = 100, 10, 100
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     n: int
+    n6: int  # dark IPv6 addresses (coverage of IPv6 scans); no extrapolation from it
     extrapolation: float  # 2^32 / n
     scan_min_destinations: int
     scan_min_rate_pps: float
@@ -74,8 +75,8 @@ def _scaled(ref: int, n: int, floor: int, ceil: int | None = None) -> int:
     return min(v, ceil) if ceil is not None else v
 
 
-def thresholds_for(s: AggregatorSettings, n: int) -> Thresholds:
-    """The thresholds in force for a telescope of ``n`` dark IPv4 addresses.
+def thresholds_for(s: AggregatorSettings, n: int, n6: int = 0) -> Thresholds:
+    """The thresholds in force for a telescope of ``n`` dark IPv4 (``n6`` IPv6) addresses.
 
     An IPv6-only telescope (n = 0) is treated as a /16 for scaling: IPv6 dark
     space is sparse in a way no extrapolation captures; the floors apply.
@@ -87,6 +88,7 @@ def thresholds_for(s: AggregatorSettings, n: int) -> Thresholds:
     )
     return Thresholds(
         n=n,
+        n6=n6,
         extrapolation=SPACE / n_eff,
         scan_min_destinations=s.scan_min_destinations
         or _scaled(SCAN_REF_DESTS, n_eff, SCAN_FLOOR_DESTS, SCAN_CEIL_DESTS),

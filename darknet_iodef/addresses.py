@@ -129,6 +129,18 @@ class DarkPrefixes:
         return int((self.v4_ends - self.v4_starts).sum())
 
     @property
+    def size_v6(self) -> int:
+        """The number of dark IPv6 addresses (overlaps counted once; may exceed 2^64)."""
+        nets = sorted(self.v6_networks, key=lambda n: (int(n.network_address), -n.prefixlen))
+        total, end = 0, -1
+        for net in nets:
+            lo, hi = int(net.network_address), int(net.broadcast_address)
+            if hi > end:
+                total += hi - max(lo, end + 1) + 1
+                end = hi
+        return total
+
+    @property
     def v6_networks(self) -> Sequence[ipaddress.IPv6Network]:
         return [n for n in self.networks if isinstance(n, ipaddress.IPv6Network)]
 

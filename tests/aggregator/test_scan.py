@@ -52,7 +52,7 @@ def test_nine_destinations_is_no_scan_ten_is(make_agg) -> None:
         10,
     )
     assert (ev["destination.port"], ev["protocol.transport"], ev["extra.ports_distinct"]) == (23, "tcp", 1)
-    assert ev["extra.coverage"] == round(10 / 65536, 6)
+    assert ev["extra.coverage"] == 0.000152588  # 10 / 65536, 6 significant digits
     # 10 packets over 9 s, x 65536
     assert ev["extra.rate_pps_estimated"] == round(10 / 9 * 65536, 1)
     assert ev["extra.rate_pps_observed"] == round(10 / 9, 3)
@@ -191,6 +191,9 @@ def test_ipv6_scanner(make_agg) -> None:
     assert ev["source.ip"] == "2a01:4f8::5"
     assert ev["extra.destinations_distinct"] == 10
     assert ev["extra.kind"] == "horizontal"
+    # coverage of the IPv6 dark space (a /48); no Internet-wide extrapolation for IPv6
+    assert ev["extra.coverage"] == float(f"{10 / 2**80:.6g}") > 0
+    assert ev["extra.rate_pps_estimated"] is None
 
 
 def test_icmp_echo_sweep_uses_the_type_as_port(make_agg) -> None:

@@ -39,6 +39,8 @@ def test_prefixes_size_merges_overlaps() -> None:
     p = DarkPrefixes.parse("198.18.0.0/16, 198.18.128.0/17,198.19.0.0/24,2001:db8::/32")
     assert p.size_v4 == 65536 + 256
     assert [str(n) for n in p.v6_networks] == ["2001:db8::/32"]
+    q = DarkPrefixes.parse("2001:db8::/32,2001:db8:1::/48,2001:db9::/48")
+    assert q.size_v6 == 2**96 + 2**80 and q.size_v4 == 0
 
 
 def test_prefix_membership_matches_ipaddress() -> None:
