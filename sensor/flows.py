@@ -26,12 +26,13 @@ Theory of operation (DOMAIN.md section 2; STYLE.md habits 1 and 7):
   slack holds the previous one open): partial flow sums, merged whenever the
   pending partials outgrow the merged part (so merging costs O(n log n)
   amortised), and sample candidates (at most K per source from each push,
-  re-selected to K per source whenever they double).
+  plus K with a payload: see :mod:`sensor.flows_samples`; re-selected
+  whenever they double).
 
 Memory per distinct flow tuple: its 120-byte flow row and an 8-byte hash =
-128 bytes, about twice that while merging; plus K sample rows of 116 bytes
-and 8 bytes of arrival number per source. A flood of one million distinct tuples in an interval thus takes
-about 130-260 MB.
+128 bytes, about twice that while merging; plus up to 2K sample rows of 142
+bytes and 8 bytes of arrival number per source. A flood of one million
+distinct tuples in an interval thus takes about 130-260 MB.
 """
 
 from __future__ import annotations
