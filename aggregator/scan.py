@@ -94,6 +94,8 @@ SOURCE_COLUMNS = {
     "main_port": Column("<u4"),  # protocol << 16 | port (ICMP: type)
     "hop_min": Column("u1", 255),
     "hop_max": Column("u1", 0),
+    "sport_min": Column("<u2", 0xFFFF),  # TCP/UDP source ports of counted probes:
+    "sport_max": Column("<u2", 0),  # one port (masscan, nmap) is reported as source.port
     "ttl_min": Column("u1", 255),
     "ttl_max": Column("u1", 0),
     "reasons": Column("<u2"),
@@ -269,6 +271,10 @@ class ScanDetector:
         c["hop_min"][rows] = np.minimum(c["hop_min"][rows], g.min(hops).astype(np.uint8))
         c["hop_max"][rows] = np.maximum(c["hop_max"][rows], g.max(hops).astype(np.uint8))
         c["ttl_min"][rows] = np.minimum(c["ttl_min"][rows], g.min(f["ttl"]))
+        ported = good & ((f["protocol"] == 6) | (f["protocol"] == 17))
+        sport = f["src_port"]
+        c["sport_min"][rows] = np.minimum(c["sport_min"][rows], g.min(np.where(ported, sport, 0xFFFF)))
+        c["sport_max"][rows] = np.maximum(c["sport_max"][rows], g.max(np.where(ported, sport, 0)))
         c["ttl_max"][rows] = np.maximum(c["ttl_max"][rows], g.max(f["ttl"]))
         c["first_ns"][rows] = np.minimum(c["first_ns"][rows], g.min(f["first_ns"]))
         c["last_ns"][rows] = np.maximum(c["last_ns"][rows], g.max(f["last_ns"]))
@@ -659,6 +665,8 @@ class ScanDetector:
                     "extra.state": "ended" if bool(expired[r]) else "ongoing",
                 }
             )
+            if c["sport_min"][r] == c["sport_max"][r]:  # every probe from one source port
+                ev["source.port"] = int(c["sport_min"][r])
             if decoys:
                 # one of the group is the scanner, the others are forged: say so
                 ev["extra.decoy_group"] = sorted(self._address(k) for k in decoys if k != key)

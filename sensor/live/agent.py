@@ -282,11 +282,6 @@ def run_live(
                  metrics or sensor_metrics(), lmetrics or live_metrics(), iface_index)
     ring_bytes = live.block_size * live.block_count if method == "ring" else 0
     loop.lm.ring_bytes.labels(interface=interface).set(ring_bytes)
-    log.info("Capturing on %s with %s (link type %d%s%s); dark prefixes %s.", interface,
-             "the TPACKET_V3 ring" if method == "ring" else "libpcap", cap.linktype,
-             f", ring {live.block_count} x {live.block_size} bytes" if ring_bytes else "",
-             f", filter {live.bpf!r}" if live.bpf else "", darknet)
-
     previous: dict[signal.Signals, Any] = {}
     if handle_signals and threading.current_thread() is threading.main_thread():
         def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -297,6 +292,11 @@ def run_live(
 
         for sig, handler in ((signal.SIGTERM, _stop), (signal.SIGINT, _stop), (signal.SIGHUP, _reload)):
             previous[sig] = signal.signal(sig, handler)
+    # logged once the handlers are in place: whoever waits for this line may signal at once
+    log.info("Capturing on %s with %s (link type %d%s%s); dark prefixes %s.", interface,
+             "the TPACKET_V3 ring" if method == "ring" else "libpcap", cap.linktype,
+             f", ring {live.block_count} x {live.block_size} bytes" if ring_bytes else "",
+             f", filter {live.bpf!r}" if live.bpf else "", darknet)
     timeout_s = min(live.block_timeout_ms / 1000.0, 0.25)
     next_stats = time.monotonic() + live.stats_interval_s
     try:

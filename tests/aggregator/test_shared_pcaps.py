@@ -81,6 +81,7 @@ def test_zmap_internet_scan(tmp_path: Path, shared_pcaps: Path, tshark: str) -> 
     assert scan["extra.packets"] == len(rows)
     assert scan["extra.destinations_distinct"] == len({r[0] for r in rows})
     assert (scan["destination.port"], scan["protocol.transport"]) == (80, "tcp")
+    assert "source.port" not in scan  # ZMap draws a source port per probe
     assert by_kind(events, "availability") == []
 
 
@@ -136,6 +137,8 @@ def test_masscan_udp_scan_is_proven_by_the_cookies_in_its_payloads(
     assert (scan["extra.tool"], scan["extra.kind"]) == ("masscan", "vertical")
     assert scan["protocol.transport"] == "udp"
     assert scan["extra.tool_evidence"]["masscan"].startswith("3/3 sampled probes")
+    (sport,) = {r[0] for r in tshark_rows(tshark, pcap, f"udp && ip.src == {scanner}", "udp.srcport")}
+    assert scan["source.port"] == int(sport)  # masscan keeps one source port
     assert scan["extra.ports_distinct"] == len({r[0] for r in rows})
     assert scan["extra.packets"] == len(rows)
     # the two tagged probes may make a spoofing summary, but it accuses nobody
@@ -213,6 +216,8 @@ def test_nmap_xmas_scan_is_a_vertical_nmap_scan(tmp_path: Path, shared_pcaps: Pa
     # host (it waits for the RSTs of closed ports), so the flags and TTLs are the tool's
     (scan,) = by_kind(events, "information-gathering")
     assert (scan["source.ip"], scan["extra.tool"], scan["extra.kind"]) == (src, "nmap", "vertical")
+    (sport,) = {r[0] for r in tshark_rows(tshark, pcap, "tcp.flags == 0x029", "tcp.srcport")}
+    assert scan["source.port"] == int(sport)
     assert scan["extra.ports_distinct"] == len({r[2] for r in rows})
     assert scan["extra.packets"] == len(rows)
     assert by_kind(events, "fraud") == []
