@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from darknet_iodef.settings import env_name
+from tests.bus.conftest import FAST_BUS
 from tests.bus.tansu import TansuBroker, free_port
 from tests.pipeline.helpers import (
     SAMPLE_DARKNET,
@@ -39,19 +40,7 @@ pytestmark = pytest.mark.kafka
 
 OUTAGE_S = float(os.environ.get("DARKNET_IODEF_TEST_OUTAGE_S", "60"))
 
-BUS = {
-    "flows_partitions": 8,
-    "events_partitions": 4,
-    "request_timeout_ms": 5000,
-    "max_block_ms": 2000,
-    "flush_timeout_s": 3.0,
-    "poll_timeout_s": 0.5,
-    "reconnect_backoff_ms": 100,
-    "reconnect_backoff_max_ms": 1000,
-    "retry_backoff_s": 0.2,
-    "retry_backoff_max_s": 2.0,
-    "topic_check_interval_s": 1.0,
-}
+BUS = {"flows_partitions": 8, "events_partitions": 4, **FAST_BUS}
 
 
 class Procs:
