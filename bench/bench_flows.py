@@ -9,6 +9,9 @@ Three traffic shapes over 5 minutes of event time, all to a /16 darknet:
           source (the worst case for samples: K=4 rows kept per source)
   repeat  200 sources sending the same few tuples again and again (grouping
           shrinks each batch a lot)
+  payload the scan shape as UDP probes that all carry a payload (DNS queries):
+          the builder's second sample selection (first K with a payload) on
+          every packet
 
 For each: FlowBuilder.push (flows + samples, the real work), the same without
 samples (K=0), and the alternatives for the grouping step on the same keys:
@@ -54,7 +57,7 @@ def make_packets(shape: str, n: int, seed: int = 1) -> npt.NDArray[np.void]:
     pk["ip_len"] = 40
     pk["tcp_hdr_len"] = 20
     pk["dst_ip4"] = 0xC6120000 + rng.integers(0, 1 << 16, n)
-    if shape == "scan":
+    if shape in ("scan", "payload"):
         scanners = rng.integers(0x01000000, 0xDF000000, 2000)
         who = rng.integers(0, 2000, n)
         pk["src_ip4"] = scanners[who]
@@ -65,6 +68,17 @@ def make_packets(shape: str, n: int, seed: int = 1) -> npt.NDArray[np.void]:
         pk["tcp_window"] = 1024
         pk["ip_id"] = rng.integers(0, 1 << 16, n)
         pk["tcp_seq"] = rng.integers(0, 1 << 32, n)
+        if shape == "payload":
+            pk["protocol"] = 17
+            for tcp_field in ("tcp_flags", "tcp_window", "tcp_hdr_len", "tcp_seq"):
+                pk[tcp_field] = 0
+            pk["dst_port"] = 53
+            pk["ip_len"] = 68
+            pk["payload_len"], pk["payload_cap"] = 40, 24
+            head = np.zeros((n, 24), dtype=np.uint8)
+            head[:, :2] = rng.integers(0, 256, (n, 2), dtype=np.uint8)  # the DNS transaction ID
+            head[:, 2:6] = (0x01, 0x00, 0x00, 0x01)
+            pk["payload_head"] = head.view("V24")[:, 0]
     elif shape == "flood":
         pk["src_ip4"] = rng.integers(0x01000000, 0xDF000000, n)
         pk["ttl"] = rng.integers(40, 250, n)
@@ -159,7 +173,7 @@ def main() -> int:
     n, batch = args.packets, args.batch
     print(f"{n:,} packets per shape, batches of {batch:,}, numpy {np.__version__}, one core, CPU time")
     print(f"{'shape':7} {'what':48} {'seconds':>8} {'packets/s':>12} {'time/builder':>12}")
-    for shape in ("scan", "flood", "repeat"):
+    for shape in ("scan", "flood", "repeat", "payload"):
         bench_shape(shape, n, batch, args.python_slice)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     arrays = n * PACKET_DTYPE.itemsize / 2**20
