@@ -8,9 +8,10 @@ the runner, once):
   recipient and channel: ``rid`` (the signed RID Report to the contact's
   RID endpoint), ``email`` (the document in the contact's preferred format,
   with a summary, to the abuse mailbox) or ``file`` (a directory per
-  recipient, for a spool that another tool picks up). :func:`enqueue` stores
-  them; duplicates (same IncidentID, recipient, channel) are counted, not
-  stored twice.
+  recipient, for a spool that another tool picks up), each with the
+  document's report revision and content digest. :func:`enqueue` stores
+  them; the same document again is counted, not stored twice, and a new
+  version of an incident goes out as an update (:mod:`reporter.outbox`).
 * :func:`deliver_due` takes the reports that are due, hands each to the
   sender of its channel and records the :class:`~reporter.transport.Outcome`
   in the outbox, which applies the policy: delivered -> ``sent``; rejected
@@ -40,7 +41,7 @@ from darknet_iodef.events import iso_time
 from darknet_iodef.metrics import reporter_metrics
 from reporter.documents import OutgoingReport
 from reporter.mail import summary_text
-from reporter.outbox import Outbox, OutboxItem, Report, State
+from reporter.outbox import Outbox, OutboxItem, Report, State, content_digest
 from reporter.transport import Outcome, OutcomeKind, RidTransport, parse_endpoint
 
 __all__ = [
@@ -72,6 +73,9 @@ class Sender(Protocol):
 class EnqueueStats:
     added: int = 0
     duplicates: int = 0
+    updates: int = 0  # of added: new versions of incidents already in the outbox
+    outdated: int = 0  # older than a version already queued or sent: not sent
+    superseded: int = 0  # queued older versions replaced by the added ones
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +103,7 @@ def outbox_reports(reports: Iterable[OutgoingReport], operator: str = "the teles
     wanted = set(channels)
     out: list[Report] = []
     for r in reports:
+        digest = content_digest(r.xml)
         channel = r.channel
         if channel not in wanted:
             continue
@@ -107,8 +112,8 @@ def outbox_reports(reports: Iterable[OutgoingReport], operator: str = "the teles
             continue  # the contact asked not to be sent anything, spool included
         if channel == "rid":
             assert contact is not None and contact.rid_url and r.rid_body is not None
-            out.append(Report(r.incident_id, r.recipient.id, "rid", contact.rid_url, r.rid_body,
-                              "text/xml", f"{r.incident_id}.rid.xml", r.kind))
+            out.append(Report(r.incident_id, r.recipient.id, "rid", contact.rid_url, r.rid_body, "text/xml",
+                              f"{r.incident_id}.rid.xml", r.kind, revision=r.revision, digest=digest))
             continue
         use_json = contact is not None and contact.format == "json" and r.json is not None
         body = r.json if use_json and r.json is not None else r.xml
@@ -120,18 +125,22 @@ def outbox_reports(reports: Iterable[OutgoingReport], operator: str = "the teles
                 organisation=contact.organisation, incident_id=r.incident_id, kind=r.kind,
                 period=iso_time(r.period_start_ns), sources=r.sources, operator=operator, filename=filename)
             out.append(Report(r.incident_id, r.recipient.id, "email", contact.abuse_email, body, media,
-                              filename, r.kind, summary))
+                              filename, r.kind, summary, revision=r.revision, digest=digest))
         else:
             out.append(Report(r.incident_id, r.recipient.id, "file", r.recipient.id, body, media, filename,
-                              r.kind))
+                              r.kind, revision=r.revision, digest=digest))
     return out
 
 
 def enqueue(outbox: Outbox, reports: Iterable[Report], now: float) -> EnqueueStats:
     """Store reports in the outbox (one transaction); duplicates are counted, not stored twice."""
-    added, dup = outbox.add_many(reports, now)
+    result = outbox.add_many(reports, now)
     _gauge(outbox)
-    return EnqueueStats(added, dup)
+    if result.updates or result.outdated:
+        log.info("outbox: %d updates of incidents already reported (%d older queued versions replaced); "
+                 "%d versions older than one already queued or sent, not sent",
+                 result.updates, result.superseded, result.outdated)
+    return EnqueueStats(*result)
 
 
 class RidSender:

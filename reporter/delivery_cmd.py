@@ -157,7 +157,8 @@ def send_if_asked(args: argparse.Namespace, reports: Sequence[OutgoingReport], o
             log.info("dropped the bodies of %d reports delivered more than %g days ago", pruned,
                      s.keep_sent_s / 86400)
         counts = ob.counts()
-    line = (f"send: {added.added} queued ({added.duplicates} already in the outbox); "
+    line = (f"send: {added.added} queued ({added.updates} updates, {added.duplicates} already in the outbox, "
+            f"{added.outdated} outdated); "
             f"{stats.delivered} delivered, {stats.rejected} rejected, {stats.retrying} to retry, "
             f"{stats.failed} given up; outbox {s.outbox}: "
             + ", ".join(f"{st.value} {n}" for st, n in counts.items()))

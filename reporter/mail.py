@@ -83,7 +83,10 @@ def summary_text(*, organisation: str, incident_id: str, kind: str, period: str,
 
 def _message_id(report: Report, mail_from: str) -> str:
     domain = mail_from.rsplit("@", 1)[-1] or "localhost"
-    token = hashlib.sha256(f"{report.incident_id}\x00{report.recipient}".encode()).hexdigest()[:32]
+    # the content digest is in it: a resend of the same document keeps its Message-ID (receiving
+    # systems drop the copy), an update of the incident gets its own (it must not be dropped as one)
+    key = f"{report.incident_id}\x00{report.recipient}" + (f"\x00{report.digest}" if report.digest else "")
+    token = hashlib.sha256(key.encode()).hexdigest()[:32]
     return f"<{token}@{domain}>"
 
 

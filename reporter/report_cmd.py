@@ -6,7 +6,7 @@ Output layout (``--out DIR``)::
     DIR/<recipient>/<IncidentID>.json        the same in RFC 8727 JSON
     DIR/<recipient>/<IncidentID>.rid.xml     signed RID Report (with --sign-key/--sign-cert)
     DIR/unassigned/<network>/...             sources without a contact (or no --contacts)
-    DIR/reports.jsonl                        one line per document: recipient, id, channel, files
+    DIR/reports.jsonl                        one line per document: recipient, id, revision, channel, files
     DIR/unassigned.jsonl                     events whose network has no contact
     DIR/not-reported.jsonl                   known scanners, spoofed sources, spoofing summaries...
     DIR/invalid.jsonl                        events that failed the checks, with the reason
@@ -138,6 +138,7 @@ def _index_row(r: OutgoingReport, files: dict[str, Path], out: Path) -> dict[str
         "organisation": c.organisation if c else None,
         "incident_id": r.incident_id,
         "kind": r.kind,
+        "revision": r.revision,
         "period_start": iso_time(r.period_start_ns),
         "sources": list(r.sources),
         "channel": r.channel,

@@ -38,7 +38,7 @@ from reporter.settings import ReporterSettings
 from reporter.tlsconfig import AllowList, client_context
 from reporter.transport import Outcome, OutcomeKind, RidTransport
 
-from .conftest import EVENTS
+from .conftest import EVENTS, ports, scan_event
 from .pki import Pki, issue, make_pki
 from .rid_peers import receiver_running
 
@@ -100,12 +100,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 def documents(tmp_path: Path, pki: Pki, port: int) -> tuple[OutgoingReport, ...]:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = tmp_path / "contacts.toml"
-    path.write_text(contacts_toml(port))
-    signer = SigningIdentity.load(pki.client.key_path, pki.client.cert_path)
-    events = ((f"line {n}", dict(e)) for n, e in enumerate(EVENTS, start=1))
-    return build_documents(events, load_contacts(path), SETTINGS, signer).reports
+    return documents_with(tmp_path, pki, port, EVENTS)
 
 
 def rid_transport(pki: Pki, client: Any = None, **kw: Any) -> RidTransport:
@@ -160,7 +155,8 @@ def test_receiver_down_then_back_gets_every_report_exactly_once(tmp_path: Path, 
         stats = run_delivery(ob, {"rid": RidSender(tr)}, clock=clock, sleep=clock.sleep, max_wait_s=6 * 3600)
         assert servers, "the receiver never came back"
         srv = servers[0]
-        assert ob.counts() == {State.QUEUED: 0, State.SENT: len(entries), State.FAILED: 0, State.REJECTED: 0}
+        assert ob.counts() == {State.QUEUED: 0, State.SENT: len(entries), State.FAILED: 0, State.REJECTED: 0,
+                               State.SUPERSEDED: 0}
         assert stats.delivered == len(entries) and stats.rejected == 0 and stats.failed == 0
         assert stats.retrying == stats.attempted - len(entries) > len(entries)
         # every report arrived exactly once, signed, verifiable, after the peer came back
@@ -339,3 +335,75 @@ def test_a_route_that_is_down_costs_one_attempt_per_round(tmp_path: Path) -> Non
         reasons = {i.report.incident_id: i.last_error for i in ob.items(State.QUEUED)}
         assert reasons["inc-3"] == reasons["inc-7"] == "not tried: timeout talking to https://blackhole.example:4590/"
         assert reasons["inc-5"] == "not tried: HTTP 503 Service Unavailable"
+
+
+LATE = scan_event("scan-late-9", "192.0.2.200", **{"destination.port": 8080,
+                                                    "extra.ports": ports("tcp", (8080, 50))})
+
+
+def documents_with(tmp_path: Path, pki: Pki, port: int,
+                   events: list[dict[str, Any]]) -> tuple[OutgoingReport, ...]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "contacts.toml"
+    path.write_text(contacts_toml(port))
+    signer = SigningIdentity.load(pki.client.key_path, pki.client.cert_path)
+    pairs = ((f"line {n}", dict(e)) for n, e in enumerate(events, start=1))
+    return build_documents(pairs, load_contacts(path), SETTINGS, signer).reports
+
+
+def test_a_late_event_reaches_the_recipient_as_one_update(tmp_path: Path, pki: Pki,
+                                                          shared_schemas: Path) -> None:
+    port = free_port()
+    first = outbox_reports(documents_with(tmp_path, pki, port, EVENTS), channels=("rid",))
+    later = outbox_reports(documents_with(tmp_path, pki, port, [*EVENTS, LATE]), channels=("rid",))
+    schemas = load_schemas(shared_schemas)
+    with receiver_running(tmp_path / "store", pki, [pki.client.subject], port=port, schemas=schemas) as srv, \
+            Outbox(tmp_path / "o.sqlite") as ob, rid_transport(pki) as tr:
+        enqueue(ob, first, T0)
+        assert deliver_due(ob, {"rid": RidSender(tr)}, T0).delivered == len(first)
+        # the same events again: nothing new; the late event: exactly one update, for isp-a's scans
+        again = enqueue(ob, later, T0 + 3600)
+        assert (again.added, again.updates, again.duplicates) == (1, 1, len(first) - 1)
+        stats = deliver_due(ob, {"rid": RidSender(tr)}, T0 + 3600)
+        assert stats == DeliveryStats(1, 1, 0, 0, 0)
+        assert srv.stats["200"] == len(first) + 1 and srv.stats["stored"] == len(first) + 1
+        rows = srv.config.store.reports()
+        (update,) = [e for e in later if e.recipient == "isp-a" and e.revision > next(
+            f.revision for f in first if f.incident_id == e.incident_id)]
+        versions = [r for r in rows if r.incident_id == update.incident_id]
+        assert len(versions) == 2 and versions[0].iodef_sha256 != versions[1].iodef_sha256
+        iodef = etree.parse(str(srv.config.store.root / versions[1].iodef_path)).getroot()
+        ns = "{urn:ietf:params:xml:ns:iodef-2.0}"
+        marks = [int(m.text or "") for m in iodef.iter(f"{ns}AdditionalData")
+                 if m.get("meaning") == "report-revision"]
+        assert marks == [update.revision]
+        assert "192.0.2.200" in {a.text for a in iodef.iter(f"{ns}Address")}
+        assert schemas.errors(schemas.iodef, iodef) == []
+        # a third run over the same input: nothing
+        assert enqueue(ob, later, T0 + 7200).added == 0
+        assert deliver_due(ob, {"rid": RidSender(tr)}, T0 + 7200).attempted == 0
+
+
+def test_a_queued_version_is_superseded_by_the_newer_one(tmp_path: Path, pki: Pki) -> None:
+    port = free_port()
+    first = outbox_reports(documents_with(tmp_path, pki, port, EVENTS), channels=("rid",))
+    later = outbox_reports(documents_with(tmp_path, pki, port, [*EVENTS, LATE]), channels=("rid",))
+    with Outbox(tmp_path / "o.sqlite") as ob:
+        enqueue(ob, first, T0)
+        with rid_transport(pki, timeout_s=5) as tr:  # nobody listens yet: everything stays queued
+            assert deliver_due(ob, {"rid": RidSender(tr)}, T0).retrying == len(first)
+        added = enqueue(ob, later, T0 + 60)
+        assert (added.added, added.updates, added.superseded) == (1, 1, 1)
+        (old,) = list(ob.items(State.SUPERSEDED))
+        with receiver_running(tmp_path / "store", pki, [pki.client.subject], port=port) as srv, \
+                rid_transport(pki) as tr:
+            clock = FakeClock(T0 + 7200)
+            stats = run_delivery(ob, {"rid": RidSender(tr)}, clock=clock, sleep=clock.sleep, max_wait_s=0)
+            assert stats.delivered == len(first)
+            rows = srv.config.store.reports()
+        # the recipient got each incident once, in its newest version; the old one is history
+        assert sorted(r.incident_id for r in rows) == sorted(e.incident_id for e in first)
+        assert ob.counts()[State.SUPERSEDED] == 1 and old.attempts == 1
+        (mine,) = [r for r in rows if r.incident_id == old.report.incident_id]
+        body = (srv.config.store.root / mine.rid_path).read_bytes()
+        assert b"192.0.2.200" in body

@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from reporter.outbox import BackoffPolicy, Outbox, Report, State, backoff_delay
+from darknet_iodef.errors import ConfigError
+from reporter.documents import build_documents
+from reporter.outbox import (
+    SCHEMA_VERSION,
+    AddResult,
+    BackoffPolicy,
+    Outbox,
+    Report,
+    State,
+    backoff_delay,
+    content_digest,
+)
+from reporter.rid import SigningIdentity, build_report
+from reporter.settings import ReporterSettings
 from reporter.transport import Outcome, OutcomeKind
+
+from .conftest import EVENTS, scan_event
+from .pki import Pki
 
 T0 = 1_700_000_000.0
 OK = Outcome(OutcomeKind.DELIVERED, "", 200)
@@ -39,14 +56,15 @@ def test_stored_before_sent_and_duplicates_suppressed(tmp_path: Path) -> None:
         assert ob.add(report(1), T0 + 5) is False  # same IncidentID, recipient, channel
         assert ob.add(report(1, channel="email"), T0) is True  # another channel is another delivery
         assert ob.add(report(1, recipient="isp-b"), T0) is True
-        assert ob.add_many([report(1), report(2), report(3), report(2)], T0) == (2, 2)
-        assert ob.counts() == {State.QUEUED: 5, State.SENT: 0, State.FAILED: 0, State.REJECTED: 0}
+        assert ob.add_many([report(1), report(2), report(3), report(2)], T0) [:2] == (2, 2)
+        assert ob.counts() == {State.QUEUED: 5, State.SENT: 0, State.FAILED: 0, State.REJECTED: 0,
+                               State.SUPERSEDED: 0}
         assert ob.queued_channels() == {"rid", "email"}
         due = ob.due(T0)
         assert [(i.report.incident_id, i.report.recipient, i.report.channel) for i in due] == [
             ("inc-1", "isp-a", "rid"), ("inc-1", "isp-a", "email"), ("inc-1", "isp-b", "rid"),
             ("inc-2", "isp-a", "rid"), ("inc-3", "isp-a", "rid")]
-        assert due[0].report == report(1)
+        assert due[0].report == replace(report(1), digest=content_digest(report(1).body))
         first = due[0]
         assert (first.state, first.attempts, first.created, first.next_attempt) == (State.QUEUED, 0, T0, T0)
 
@@ -127,3 +145,166 @@ def test_prune_drops_delivered_bodies_but_keeps_duplicate_suppression(tmp_path: 
         bodies = {i.report.incident_id: i.report.body for i in ob.items()}
         assert bodies == {"inc-1": b"", "inc-2": report(2).body, "inc-3": report(3).body}
         assert ob.add(report(1), T0 + 2000) is False  # still recognised as sent
+
+
+def version(rev: int, text: str = "", incident: str = "inc-1") -> Report:
+    """One version of incident ``incident``: content ``text``, report revision ``rev``."""
+    return Report(incident, "isp-a", "rid", "https://rid.isp-a.example:4590/",
+                  f"<RID v='{text or rev}'/>".encode(), kind="scan", revision=rev)
+
+
+def test_versions_update_supersede_and_keep_history(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite") as ob:
+        assert ob.add_many([version(1)], T0) == AddResult(1, 0)
+        assert ob.add_many([version(1)], T0 + 1) == AddResult(0, 1)  # the very same document: suppressed
+        # late information before v1 was accepted: v2 replaces it, v1 is never sent
+        assert ob.add_many([version(2)], T0 + 2) == AddResult(1, 0, updates=1, superseded=1)
+        (due,) = ob.due(T0 + 2)
+        assert due.report.revision == 2
+        (old,) = list(ob.items(State.SUPERSEDED))
+        assert (old.report.revision, old.superseded_by) == (1, due.id)
+        assert old.last_error == "superseded by revision 2"
+        assert ob.record(old.id, DOWN, T0 + 3) is State.SUPERSEDED  # a late verdict does not revive it
+        assert ob.record(due.id, OK, T0 + 3) is State.SENT
+        # more late information after v2 was sent: an update, queued
+        assert ob.add_many([version(3)], T0 + 4) == AddResult(1, 0, updates=1)
+        (v3,) = ob.due(T0 + 4)
+        assert ob.record(v3.id, BAD, T0 + 5) is State.REJECTED
+        # a rerun over less data (older than v2, which the peer accepted): kept as history, not sent
+        assert ob.add_many([version(1, "other")], T0 + 6) == AddResult(0, 0, outdated=1)
+        assert ob.due(T0 + 6) == []
+        assert ob.add_many([version(1), version(2), version(3)], T0 + 7) == AddResult(0, 3)
+        v4 = version(4)
+        assert ob.add(v4, T0 + 8) is True
+        assert ob.add(v4, T0 + 8) is False
+        states = [(i.report.revision, i.state) for i in ob.items()]
+        assert states == [(4, State.QUEUED), (1, State.SUPERSEDED), (3, State.REJECTED), (2, State.SENT),
+                          (1, State.SUPERSEDED)]
+        # other incidents, recipients and channels are other deliveries, as before
+        others = [version(1, incident="inc-9"), replace(version(1), channel="email")]
+        assert ob.add_many(others, T0).added == 2
+
+
+def test_an_equal_revision_with_other_content_goes_by_arrival(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite") as ob:
+        ob.add(version(5, "a"), T0)
+        assert ob.add_many([version(5, "b")], T0 + 1) == AddResult(1, 0, updates=1, superseded=1)
+        assert [i.report.body for i in ob.due(T0 + 1)] == [version(5, "b").body]
+
+
+def test_superseded_while_on_its_way_and_requeue_of_old_versions(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite") as ob:
+        ob.add(version(1), T0)
+        (v1,) = ob.due(T0)
+        ob.add(version(2), T0 + 1)  # another run adds v2 while v1 is being sent
+        assert ob.record(v1.id, OK, T0 + 2) is State.SENT  # it did arrive: history says so
+        (v2,) = ob.due(T0 + 2)
+        for _ in range(60):
+            if ob.record(v2.id, DOWN, T0 + 10 * 86400) is State.FAILED:
+                break
+        ob.add(version(3), T0 + 20 * 86400)
+        (v3,) = ob.due(T0 + 20 * 86400)
+        assert ob.record(v3.id, OK, T0 + 20 * 86400) is State.SENT
+        # putting failed reports back must not send v2 after v3
+        assert ob.requeue(State.FAILED, now=T0 + 21 * 86400) == 0
+        assert ob.due(T0 + 21 * 86400) == []
+
+
+def test_prune_drops_superseded_bodies(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite") as ob:
+        ob.add(version(1), T0)
+        ob.add(version(2), T0 + 10)
+        assert ob.prune(delivered_before=T0 + 5) == 1
+        (old,) = list(ob.items(State.SUPERSEDED))
+        assert old.report.body == b""
+        assert ob.add(version(1), T0 + 20) is False  # the row still knows it
+
+
+# the first layout of the outbox, as darknet-iodef wrote it before versions (kept here on purpose:
+# the migration must keep reading files written by that code)
+LAYOUT0 = """
+CREATE TABLE reports (
+    id INTEGER PRIMARY KEY, incident_id TEXT NOT NULL, recipient TEXT NOT NULL, channel TEXT NOT NULL,
+    destination TEXT NOT NULL, kind TEXT NOT NULL DEFAULT '', media_type TEXT NOT NULL,
+    filename TEXT NOT NULL, summary TEXT NOT NULL DEFAULT '', body BLOB NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'failed', 'rejected')),
+    attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, next_attempt REAL NOT NULL,
+    last_attempt REAL, delivered REAL, last_status INTEGER, last_error TEXT NOT NULL DEFAULT '',
+    UNIQUE (incident_id, recipient, channel)
+);
+CREATE INDEX reports_due ON reports (state, next_attempt);
+"""
+
+
+def _old_rid_body(signer_pki: Pki, n: int) -> tuple[str, bytes]:
+    """A signed RID Report as the first layout's code made it: the IODEF document without a revision mark."""
+    docs = build_documents(((str(i), dict(e)) for i, e in enumerate(EVENTS)), None, ReporterSettings())
+    r = docs.reports[n]
+    from lxml import etree
+
+    root = etree.fromstring(r.xml)
+    for mark in root.iter("{urn:ietf:params:xml:ns:iodef-2.0}AdditionalData"):
+        if mark.get("meaning") == "report-revision":
+            mark.getparent().remove(mark)
+    signer = SigningIdentity.load(signer_pki.client.key_path, signer_pki.client.cert_path)
+    return r.incident_id, build_report(root, incident_id=r.incident_id, incident_name="telescope.example.net",
+                                       tlp="amber", signer=signer)
+
+
+def test_an_outbox_of_the_first_layout_is_migrated(tmp_path: Path, signer_pki: Pki) -> None:
+    path = tmp_path / "old.sqlite"
+    (iid0, body0), (iid1, body1) = _old_rid_body(signer_pki, 0), _old_rid_body(signer_pki, 1)
+    with sqlite3.connect(path) as db:
+        db.executescript(LAYOUT0)
+        rows = [(iid0, "sent", body0), (iid1, "queued", body1), ("inc-pruned", "sent", b"")]
+        db.executemany("INSERT INTO reports (incident_id, recipient, channel, destination, media_type, "
+                       "filename, body, state, created, next_attempt) "
+                       "VALUES (?, 'unassigned/192.0.2.0', 'rid', "
+                       "'https://x.example/', 'text/xml', 'f.xml', ?, ?, 1, 1)",
+                       [(i, b, st) for i, st, b in rows])
+    with Outbox(path) as ob:
+        assert ob.counts()[State.SENT] == 2 and ob.counts()[State.QUEUED] == 1
+        # the same events rendered today (with the revision mark, signed anew) are not news
+        docs = build_documents(((str(i), dict(e)) for i, e in enumerate(EVENTS)), None, ReporterSettings())
+        same = [Report(r.incident_id, "unassigned/192.0.2.0", "rid", "https://x.example/", r.xml,
+                       revision=r.revision, digest=content_digest(r.xml)) for r in docs.reports[:2]]
+        assert ob.add_many(same, T0) == AddResult(0, 2)
+        # a changed document for the incident sent under the first layout is an update
+        assert ob.add_many([Report(iid0, "unassigned/192.0.2.0", "rid", "https://x.example/", b"<new/>",
+                                   revision=9)], T0).updates == 1
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    with Outbox(path) as again:  # opening a migrated file again changes nothing
+        assert len(list(again.items())) == 4
+
+
+def test_a_file_that_is_no_outbox_is_refused_in_one_line(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE t (x)")
+    newer = tmp_path / "newer.sqlite"
+    with sqlite3.connect(newer) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    for path, why in ((junk, "not a usable SQLite file"), (other, "not an outbox"),
+                      (newer, "refusing to touch it")):
+        with pytest.raises(ConfigError) as err:
+            Outbox(path)
+        assert str(path) in str(err.value) and why in str(err.value) and "\n" not in str(err.value)
+
+
+def test_content_digest_sees_the_document_not_its_envelope(signer_pki: Pki) -> None:
+    docs = build_documents(((str(i), dict(e)) for i, e in enumerate(EVENTS)), None, ReporterSettings())
+    signer = SigningIdentity.load(signer_pki.client.key_path, signer_pki.client.cert_path)
+    from lxml import etree
+
+    r = next(x for x in docs.reports if x.recipient.id == "unassigned/192.0.2.0_24" and x.kind == "scan")
+    bodies = [build_report(etree.fromstring(r.xml), incident_id=r.incident_id, incident_name="n", tlp="red",
+                           signer=signer) for _ in range(2)]
+    assert bodies[0] != bodies[1]  # ECDSA: new signature bytes each time
+    assert content_digest(bodies[0]) == content_digest(bodies[1]) == content_digest(r.xml)
+    more = [*EVENTS, scan_event("late", "192.0.2.5")]
+    late = build_documents(((str(i), dict(e)) for i, e in enumerate(more)), None, ReporterSettings())
+    changed = next(x for x in late.reports if x.incident_id == r.incident_id)
+    assert content_digest(changed.xml) != content_digest(r.xml) and changed.revision > r.revision

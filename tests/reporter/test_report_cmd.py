@@ -59,6 +59,7 @@ def test_report_end_to_end(events_file: Path, contacts_path: Path, tmp_path: Pat
     row = next(r for r in rows if r["incident_id"] == "20240301T0000Z-scan-dade214bd6f9853a")
     assert row == {
         "recipient": "example-isp", "organisation": "Example ISP", "kind": "scan",
+        "revision": 5,  # scan-zmap-1 at revision 1 counts 2, the three other events 1 each
         "incident_id": "20240301T0000Z-scan-dade214bd6f9853a", "period_start": "2024-03-01T00:00:00+00:00",
         "sources": ["192.0.2.10", "192.0.2.77", "2001:db8:1::5"], "channel": "rid",
         "abuse_email": "abuse@isp.example", "rid_url": "https://rid.isp.example:4590/",
