@@ -79,6 +79,8 @@ class ReceiverSettings:
     signer_ca: str = setting("", "CA bundle XML signatures' certificates must chain to (default: client_ca)")
     signer_certs: tuple[str, ...] = setting(
         (), "pinned signer certificates (PEM files); when set, used instead of signer_ca")
+    signer_must_be_peer: bool = setting(
+        True, "the XML signature must be made with the key of the TLS client's certificate (403 otherwise)")
     store: str = setting("received", "directory of accepted reports (index.sqlite plus the documents)")
     schemas: str = setting("", "directory with rid-with-iodef-2.0.xsd and iodef-2.0.xsd (empty: no XSD)")
     max_body_bytes: int = setting(16 * 1024 * 1024, "largest RID message accepted, bytes")

@@ -20,7 +20,13 @@ Theory of operation (DOMAIN.md section 7; RFC 6546 section 3; issue 4):
 * Whether: the body goes to :func:`reporter.rid.open_report` -- hardened
   parse (no DTD, no entities, no network), shape, exactly one enveloped
   signature from a trusted certificate, the IODEF minimum, and the XSDs when
-  configured. A refusal is 400 with the reason; an accepted report is stored
+  configured. With ``signer_must_be_peer`` (the default) the signature must
+  also have been made with the key of the TLS client's certificate
+  (:func:`signer_is_peer`): the allow-list says who may connect, the
+  signature who vouches for the content, and without the binding an allowed
+  peer A could post a report B signed (a replayed or forwarded one) as if B
+  had sent it. A mismatch is 403 with the reason, counted as
+  ``signer-mismatch`` and stored nowhere. A refusal is 400 with the reason; an accepted report is stored
   (:mod:`reporter.receiver_store`) and answered 200 with an empty body; a
   resend of a stored report is also 200 (sending is idempotent). Errors on
   our side (disk full) are 500, so the sender retries.
@@ -28,6 +34,8 @@ Theory of operation (DOMAIN.md section 7; RFC 6546 section 3; issue 4):
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import copy
 import io
@@ -47,13 +55,16 @@ from typing import Any
 
 from cryptography import x509
 from lxml import etree
+from signxml import DigestAlgorithm, SignatureConfiguration, XMLVerifier
+from signxml.exceptions import SignXMLException
 
 from darknet_iodef.errors import DocumentError
 from darknet_iodef.metrics import receiver_metrics
 from reporter.receiver_store import ReceiverStore, describe_report
-from reporter.rid import open_report
+from reporter.rid import ACCEPTED_METHODS, DS_NS, open_report
 from reporter.schemas import Schemas
 from reporter.tlsconfig import AllowList, PeerIdentity, peer_identity
+from reporter.xmlsafe import parse_untrusted
 
 __all__ = [
     "MEDIA_TYPE",
@@ -65,6 +76,7 @@ __all__ = [
     "check_request",
     "read_chunked",
     "read_exact",
+    "signer_is_peer",
 ]
 
 log = logging.getLogger(__name__)
@@ -179,6 +191,46 @@ def read_chunked(rfile: io.BufferedIOBase, limit: int) -> bytes:
     raise BadChunking("too many trailer lines")
 
 
+_BINDING = SignatureConfiguration(
+    require_x509=True, location=".//", expect_references=1, signature_methods=ACCEPTED_METHODS,
+    digest_algorithms=frozenset({DigestAlgorithm.SHA256, DigestAlgorithm.SHA384, DigestAlgorithm.SHA512}),
+)
+
+
+def signer_is_peer(body: bytes, peer_der: bytes, max_bytes: int) -> str | None:
+    """None when the message's XML signature verifies with the key of ``peer_der``; else why not.
+
+    Called after :func:`reporter.rid.open_report` accepted the message (one
+    signature, covering the whole message, from a trusted signer), so the
+    only question left is whose key made it. signxml verifies with the given
+    certificate and ignores the certificates the message carries, so a
+    message cannot claim the binding: it holds only if the TLS client's
+    private key made the signature (proof of possession, not a name match).
+    """
+    try:
+        peer = x509.load_der_x509_certificate(peer_der)
+        root = parse_untrusted(body, "peer", max_bytes=max_bytes)
+        XMLVerifier().verify(root, x509_cert=peer, expect_config=_BINDING)
+    except (SignXMLException, ValueError, TypeError, DocumentError):
+        pass
+    else:
+        return None
+    claimed = _claimed_signer(body, max_bytes)
+    return (f"the XML signature was not made with the key of the TLS client certificate "
+            f"({peer_identity(peer_der).subject}); the message names its signer as {claimed}")
+
+
+def _claimed_signer(body: bytes, max_bytes: int) -> str:
+    """Subject of the first certificate in the signature's KeyInfo, for the refusal message only."""
+    try:
+        root = parse_untrusted(body, "peer", max_bytes=max_bytes)
+        text = root.findtext(f".//{{{DS_NS}}}KeyInfo//{{{DS_NS}}}X509Certificate") or ""
+        cert = x509.load_der_x509_certificate(base64.b64decode("".join(text.split())))
+        return cert.subject.rfc4514_string() or "an empty subject"
+    except (ValueError, TypeError, DocumentError, binascii.Error):
+        return "nobody readable"
+
+
 @dataclass(frozen=True, slots=True)
 class ReceiverConfig:
     """Everything the server needs, already loaded (see ``receiver_cmd`` for the settings)."""
@@ -193,6 +245,8 @@ class ReceiverConfig:
     max_connections: int = 32
     #: how long a new connection may wait for a free slot before it is closed
     slot_wait_s: float = 5.0
+    #: the XML signature must be made with the TLS client certificate's key (see signer_is_peer)
+    signer_must_be_peer: bool = True
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -203,11 +257,13 @@ class _Handler(BaseHTTPRequestHandler):
     connection: ssl.SSLSocket
 
     peer: PeerIdentity | None
+    peer_der: bytes | None
     peer_allowed: bool
 
     def setup(self) -> None:
         super().setup()
         der = self.connection.getpeercert(binary_form=True)
+        self.peer_der = der
         self.peer = peer_identity(der) if der else None
         self.peer_allowed = self.server.config.allow.permits_der(der)
 
@@ -222,7 +278,8 @@ class _Handler(BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return self.server_version
 
-    def _reply(self, status: int, reason: str = "", *, close: bool = False, allow: str = "") -> None:
+    def _reply(self, status: int, reason: str = "", *, close: bool = False, allow: str = "",
+               metric: str | None = None) -> None:
         body = (reason + "\n").encode("utf-8", "replace") if reason else b""
         self.send_response(status)
         if body:
@@ -239,7 +296,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body and self.command != "HEAD":
             self.wfile.write(body)
-        self.server._count(status)
+        self.server._count(status, metric)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # the base class answers with an HTML page; a RID peer gets one line of text
@@ -320,6 +377,14 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("verifying a report from %s failed", self.peer.subject)
             self._reply(500, "internal error while verifying the message")
             return
+        if cfg.signer_must_be_peer:
+            assert self.peer_der is not None
+            mismatch = signer_is_peer(body, self.peer_der, cfg.max_body_bytes)
+            if mismatch is not None:
+                log.warning("refused a report from %s: signer is not the TLS client: %s", self.peer.subject,
+                            mismatch)
+                self._reply(403, f"signer is not the TLS client: {mismatch}", metric="signer-mismatch")
+                return
         info = describe_report(rid_root, iodef_root)
         # the IODEF document on its own: the envelope's namespace declarations dropped, content as signed
         standalone = copy.deepcopy(iodef_root)
@@ -364,13 +429,15 @@ class RidServer(ThreadingHTTPServer):
         self._reaper.start()
 
     # -- bookkeeping ----------------------------------------------------------------------------
-    def _count(self, status: int) -> None:
+    def _count(self, status: int, metric: str | None = None) -> None:
         if status < 300:
             receiver_metrics().accepted_reports.inc()
         else:
-            receiver_metrics().refused_reports.labels(_REASON_CLASS.get(status, "other")).inc()
+            receiver_metrics().refused_reports.labels(metric or _REASON_CLASS.get(status, "other")).inc()
         with self._stats_lock:
             self.stats[str(status)] += 1
+            if metric:
+                self.stats[f"refused_{metric}"] += 1
 
     def _count_stored(self, new: bool) -> None:
         with self._stats_lock:

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 EPILOG = """\
 The receiver answers POST / with 200 (stored, or already stored), 400 (malformed,
-invalid or badly signed message), 403 (certificate not on the allow-list), 411, 413
+invalid or badly signed message), 403 (certificate not on the allow-list, or a
+message signed by another key than the TLS client's), 411, 413
 (too large), 415 (not text/xml); GET / gets 405, other paths 404. Accepted reports
 are kept under --store: index.sqlite, rid/ (the signed messages as received) and
 iodef/ (the IODEF 2.0 documents). SIGTERM or SIGINT stops it after the requests in
@@ -58,6 +59,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="CA bundle for the XML signature's certificate (default: --client-ca)")
     p.add_argument("--signer-cert", dest="signer_certs", action="append", metavar="CERT",
                    help="pinned signer certificate (PEM); repeat for more; overrides --signer-ca")
+    p.add_argument("--signer-must-be-peer", dest="signer_must_be_peer", action=argparse.BooleanOptionalAction,
+                   default=None,
+                   help="require the XML signature to be made with the TLS client certificate's key "
+                        "(default: on; --no-signer-must-be-peer accepts any trusted signer)")
     p.add_argument("--store", metavar="DIR", help="directory for accepted reports (default ./received)")
     p.add_argument("--schemas", metavar="DIR", help="directory with rid-with-iodef-2.0.xsd and iodef-2.0.xsd")
     p.add_argument("--max-body-bytes", dest="max_body_bytes", type=int, metavar="BYTES",
@@ -72,8 +77,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _settings(args: argparse.Namespace) -> ReceiverSettings:
     table = load_toml(args.config).get("receiver", {}) if args.config else {}
-    names = ("listen", "cert", "key", "client_ca", "allow", "signer_ca", "signer_certs", "store", "schemas",
-             "max_body_bytes", "request_timeout_s", "max_connections")
+    names = ("listen", "cert", "key", "client_ca", "allow", "signer_ca", "signer_certs",
+             "signer_must_be_peer", "store", "schemas", "max_body_bytes", "request_timeout_s",
+             "max_connections")
     overrides: dict[str, object] = {n: getattr(args, n, None) for n in names}
     for n in ("allow", "signer_certs"):
         value = getattr(args, n, None)
@@ -108,7 +114,7 @@ def build_server(s: ReceiverSettings) -> RidServer:
     store = ReceiverStore(s.store)
     config = ReceiverConfig(context=context, allow=allow, trusted=trusted, store=store, schemas=schemas,
                             max_body_bytes=s.max_body_bytes, request_timeout_s=s.request_timeout_s,
-                            max_connections=s.max_connections)
+                            max_connections=s.max_connections, signer_must_be_peer=s.signer_must_be_peer)
     host, port = parse_listen(s.listen, "[receiver] listen")
     try:
         return RidServer((host, port), config)
@@ -134,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
         threading.Thread(target=server.shutdown, name="rid-receiver-stop", daemon=True).start()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    log.info("RID receiver listening on %s:%s, storing under %s", host, port, server.config.store.root)
+    log.info("RID receiver listening on %s:%s, storing under %s%s", host, port, server.config.store.root,
+             "" if server.config.signer_must_be_peer else "; reports signed by any trusted signer accepted")
     try:
         server.serve_forever(poll_interval=0.5)
     finally:

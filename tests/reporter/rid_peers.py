@@ -57,14 +57,16 @@ def signed_reports(settings: ReporterSettings, signer: Identity) -> list[SignedR
 def receiver_running(store_dir: Path, pki: Pki, allow: Sequence[str], *,
                      trusted: Sequence[x509.Certificate] | Path | None = None,
                      schemas: Schemas | None = None, port: int = 0, max_body_bytes: int = 1 << 20,
-                     request_timeout_s: float = 5.0, max_connections: int = 8) -> Iterator[RidServer]:
+                     request_timeout_s: float = 5.0, max_connections: int = 8,
+                     signer_must_be_peer: bool = True) -> Iterator[RidServer]:
     """The production receiver on 127.0.0.1 in a thread; stopped and closed on exit."""
     store = ReceiverStore(store_dir)
     config = ReceiverConfig(
         context=server_context(pki.server.cert_path, pki.server.key_path, pki.ca.cert_path),
         allow=AllowList.parse(allow), trusted=pki.ca.cert_path if trusted is None else trusted,
         store=store, schemas=schemas, max_body_bytes=max_body_bytes,
-        request_timeout_s=request_timeout_s, max_connections=max_connections, slot_wait_s=1.0)
+        request_timeout_s=request_timeout_s, max_connections=max_connections, slot_wait_s=1.0,
+        signer_must_be_peer=signer_must_be_peer)
     server = RidServer(("127.0.0.1", port), config)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()

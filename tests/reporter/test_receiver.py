@@ -508,3 +508,78 @@ def test_concurrent_senders_store_each_report_once(server: RidServer, pki: Pki,
     rows = server.config.store.reports()
     assert sorted(r.incident_id for r in rows) == sorted(r.incident_id for r in reports)
     assert (server.stats["stored"], server.stats["duplicate"]) == (len(reports), len(reports))
+
+
+# -- the XML signer must be the TLS client (signer_must_be_peer) --------------------------------
+
+
+def test_a_report_signed_by_another_party_is_refused(tmp_path: Path, pki: Pki, reports: list[SignedReport],
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    # B is a real peer of the same CA: allowed to connect and a trusted signer (its certificate chains
+    # to the signer CA); A is allowed too. A posts a report that B signed.
+    peer_b = issue(pki.ca, tmp_path / "b", "rid-peer-b", client=True)
+    by_b = signed_reports(SETTINGS, peer_b)[0]
+    metric = ("darknet_receiver_refused_reports_total", {"reason": "signer-mismatch"})
+    before = REGISTRY.get_sample_value(*metric) or 0
+    with receiver_running(tmp_path / "store", pki, [pki.client.subject, peer_b.subject]) as srv:
+        caplog.clear()
+        status, headers, answer = request(srv, pki, by_b.body)  # TLS client A
+        assert status == 403 and headers["content-type"] == "text/plain; charset=utf-8"
+        line = answer.decode()
+        assert line.count("\n") == 1 and line.startswith("signer is not the TLS client: ")
+        assert pki.client.subject in line and peer_b.subject in line
+        assert REGISTRY.get_sample_value(*metric) == before + 1
+        assert srv.stats["refused_signer-mismatch"] == 1 and srv.stats["403"] == 1
+        logged = [r for r in caplog.records if "signer is not the TLS client" in r.getMessage()]
+        assert len(logged) == 1 and logged[0].levelname == "WARNING"
+        # stored nowhere: no index row, no file
+        assert srv.config.store.count() == 0
+        assert [p for p in srv.config.store.root.rglob("*.xml")] == []
+        # the same report from B itself is accepted, and A's own reports too
+        status, _, _ = request(srv, pki, by_b.body, ident=peer_b)
+        assert status == 200
+        accepted(srv, pki, reports[0])
+        assert [r.sender_subject for r in srv.config.store.reports()] == [peer_b.subject, pki.client.subject]
+
+
+def test_pinned_signers_are_bound_to_the_peer_too(tmp_path: Path, pki: Pki,
+                                                  reports: list[SignedReport]) -> None:
+    other = make_pki(tmp_path / "other")  # another CA: B is only a pinned signer, never a TLS client here
+    by_b = signed_reports(SETTINGS, other.client)[0]
+    with receiver_running(tmp_path / "store", pki, [pki.client.subject],
+                          trusted=[pki.client.cert, other.client.cert]) as srv:
+        status, _, answer = request(srv, pki, by_b.body)
+        assert status == 403 and b"signer is not the TLS client" in answer
+        accepted(srv, pki, reports[0])
+        assert srv.config.store.count() == 1
+
+
+def test_the_binding_can_be_switched_off(tmp_path: Path, pki: Pki) -> None:
+    peer_b = issue(pki.ca, tmp_path / "b", "rid-peer-b", client=True)
+    by_b = signed_reports(SETTINGS, peer_b)[0]
+    with receiver_running(tmp_path / "store", pki, [pki.client.subject], signer_must_be_peer=False) as srv:
+        status, _, _ = request(srv, pki, by_b.body)
+        assert status == 200 and srv.config.store.count() == 1
+
+
+def test_signer_binding_setting_defaults_on_and_follows_toml_and_flags(tmp_path: Path, pki: Pki) -> None:
+    from darknet_iodef.cli import build_parser
+    from reporter.receiver_cmd import _settings, build_server
+
+    cfg = tmp_path / "rid.toml"
+    from_file = ["receiver", "--config", str(cfg)]
+    cfg.write_text('[receiver]\nallow = ["CN=a"]\n')
+    assert _settings(build_parser().parse_args(from_file)).signer_must_be_peer is True
+    cfg.write_text('[receiver]\nallow = ["CN=a"]\nsigner_must_be_peer = false\n')
+    assert _settings(build_parser().parse_args(from_file)).signer_must_be_peer is False
+    args = ["receiver", "--config", str(cfg), "--signer-must-be-peer"]
+    assert _settings(build_parser().parse_args(args)).signer_must_be_peer is True
+    args = ["receiver", "--no-signer-must-be-peer", "--allow", "CN=a", "--listen", "127.0.0.1:0",
+            "--cert", str(pki.server.cert_path), "--key", str(pki.server.key_path),
+            "--client-ca", str(pki.ca.cert_path), "--store", str(tmp_path / "s")]
+    server = build_server(_settings(build_parser().parse_args(args)))
+    try:
+        assert server.config.signer_must_be_peer is False
+    finally:
+        server.server_close()
+        server.config.store.close()
