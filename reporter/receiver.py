@@ -397,9 +397,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(500, "the report could not be stored; send it again later")
             return
         if new:
-            log.info("accepted report %s (name %s, %s) from %s, %d bytes, stored as #%d",
-                     info.incident_id, info.incident_name, info.kind or info.purpose, self.peer.subject,
-                     len(body), row)
+            log.info("accepted report %s (name %s, %s, revision %d) from %s, %d bytes, stored as #%d",
+                     info.incident_id, info.incident_name, info.kind or info.purpose, info.revision,
+                     self.peer.subject, len(body), row)
         else:
             log.info("report %s from %s was already stored as #%d; acknowledged again",
                      info.incident_id, self.peer.subject, row)

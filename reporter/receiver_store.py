@@ -14,18 +14,27 @@ report. It is not stored twice: RID sending is idempotent (RFC 6546 section
 3), and the receiver still answers 200 so the sender stops resending. A
 different document under the same IncidentID (a corrected or extended
 report) is kept as another row: nothing a peer sends is silently dropped.
+Each row carries the document's report revision (``Incident/AdditionalData
+meaning="report-revision"``, docs/reporting.md "Updates"; 0 when the sender
+writes none), so the newest version of an incident is one query away::
+
+    SELECT * FROM received WHERE incident_name = ? AND incident_id = ? ORDER BY revision DESC, id DESC
+
+An index written before the column existed gets it (value 0) when opened.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from lxml import etree
 
+from reporter.documents import REVISION_MEANING
 from reporter.iodef import IODEF_NS
 from reporter.rid import RID_NS
 from reporter.sqlite_private import open_private_db
@@ -50,6 +59,7 @@ CREATE TABLE IF NOT EXISTS received (
     iodef_sha256       TEXT NOT NULL,
     rid_path           TEXT NOT NULL,
     iodef_path         TEXT NOT NULL,
+    revision           INTEGER NOT NULL DEFAULT 0,
     UNIQUE (sender_subject, incident_name, incident_id, iodef_sha256)
 );
 CREATE INDEX IF NOT EXISTS received_time ON received (received);
@@ -65,6 +75,7 @@ class ReceivedReport:
     msg_type: str
     purpose: str
     kind: str  # SystemImpact types, comma-separated (e.g. takeover-system, availability-service)
+    revision: int = 0  # the sender's report revision: orders versions of one IncidentID
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +95,21 @@ class StoredReport:
     iodef_sha256: str
     rid_path: str
     iodef_path: str
+    revision: int = 0
+
+
+#: the report revision read from a peer's document: digits only, and small enough for SQLite
+_REVISION = re.compile(r"^[0-9]{1,15}$")
+
+
+def _revision(incident: etree._Element | None) -> int:
+    if incident is None:
+        return 0
+    for extra in incident.findall(f"{{{IODEF_NS}}}AdditionalData"):
+        if extra.get("meaning") == REVISION_MEANING:
+            text = (extra.text or "").strip()
+            return int(text) if _REVISION.match(text) else 0
+    return 0
 
 
 def describe_report(rid_root: etree._Element, iodef_root: etree._Element) -> ReceivedReport:
@@ -103,6 +129,7 @@ def describe_report(rid_root: etree._Element, iodef_root: etree._Element) -> Rec
         msg_type=msg_type or "",
         purpose=incident.get("purpose", "") if incident is not None else "",
         kind=",".join(kinds),
+        revision=_revision(incident),
     )
 
 
@@ -128,6 +155,10 @@ class ReceiverStore:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         index = self.root / "index.sqlite"
         self._db = open_private_db(index, _SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(received)")}
+        if "revision" not in columns:
+            # an index from before report revisions: the column is added, old rows say 0 (unknown)
+            self._db.execute("ALTER TABLE received ADD COLUMN revision INTEGER NOT NULL DEFAULT 0")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -152,10 +183,11 @@ class ReceiverStore:
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO received (incident_id, incident_name, sender_subject, "
                 "sender_fingerprint, received, msg_type, purpose, kind, body_bytes, iodef_bytes, sha256, "
-                "iodef_sha256, rid_path, iodef_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "iodef_sha256, rid_path, iodef_path, revision) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (report.incident_id, report.incident_name, sender.subject, sender.fingerprint, now,
                  report.msg_type, report.purpose, report.kind, len(body), len(iodef), digest, doc_digest,
-                 rid_rel, iodef_rel))
+                 rid_rel, iodef_rel, report.revision))
             if cur.rowcount == 1:
                 return True, int(cur.lastrowid or 0)
         # the same report arrived on another connection at the same moment and was stored first
@@ -176,7 +208,7 @@ class ReceiverStore:
             rows = self._db.execute(
                 "SELECT id, incident_id, incident_name, sender_subject, sender_fingerprint, received, "
                 "msg_type, purpose, kind, body_bytes, iodef_bytes, sha256, iodef_sha256, rid_path, "
-                "iodef_path "
+                "iodef_path, revision "
                 "FROM received ORDER BY id LIMIT ?", (limit,)).fetchall()
         return [StoredReport(*r) for r in rows]
 

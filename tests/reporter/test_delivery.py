@@ -372,6 +372,8 @@ def test_a_late_event_reaches_the_recipient_as_one_update(tmp_path: Path, pki: P
             f.revision for f in first if f.incident_id == e.incident_id)]
         versions = [r for r in rows if r.incident_id == update.incident_id]
         assert len(versions) == 2 and versions[0].iodef_sha256 != versions[1].iodef_sha256
+        # the receiver's index orders them by the sender's report revision
+        assert versions[0].revision < versions[1].revision == update.revision
         iodef = etree.parse(str(srv.config.store.root / versions[1].iodef_path)).getroot()
         ns = "{urn:ietf:params:xml:ns:iodef-2.0}"
         marks = [int(m.text or "") for m in iodef.iter(f"{ns}AdditionalData")

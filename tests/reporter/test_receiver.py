@@ -583,3 +583,33 @@ def test_signer_binding_setting_defaults_on_and_follows_toml_and_flags(tmp_path:
     finally:
         server.server_close()
         server.config.store.close()
+
+
+def test_an_index_from_before_report_revisions_gets_the_column(tmp_path: Path, pki: Pki,
+                                                              reports: list[SignedReport]) -> None:
+    import sqlite3
+
+    store = tmp_path / "store"
+    store.mkdir()
+    with sqlite3.connect(store / "index.sqlite") as db:
+        # the layout of the index before report revisions, as that code created it
+        columns = ("id INTEGER PRIMARY KEY", "incident_id TEXT NOT NULL", "incident_name TEXT NOT NULL",
+                   "sender_subject TEXT NOT NULL", "sender_fingerprint TEXT NOT NULL",
+                   "received REAL NOT NULL", "msg_type TEXT NOT NULL", "purpose TEXT NOT NULL",
+                   "kind TEXT NOT NULL",
+                   "body_bytes INTEGER NOT NULL", "iodef_bytes INTEGER NOT NULL", "sha256 TEXT NOT NULL",
+                   "iodef_sha256 TEXT NOT NULL", "rid_path TEXT NOT NULL", "iodef_path TEXT NOT NULL",
+                   "UNIQUE (sender_subject, incident_name, incident_id, iodef_sha256)")
+        db.execute(f"CREATE TABLE received ({', '.join(columns)})")
+        db.execute("INSERT INTO received VALUES (1, 'old', 'n', 's', 'f', 1, 'Report', 'reporting', '', "
+                   "1, 1, 'a', 'b', 'rid/a.xml', 'iodef/b.xml')")
+    root = _iodef()
+    incident = root.find(f"{{{IODEF_NS}}}Incident")
+    etree.SubElement(incident, f"{{{IODEF_NS}}}AdditionalData", dtype="integer",
+                     meaning="report-revision").text = "42"
+    with receiver_running(store, pki, [pki.client.subject]) as srv:
+        accepted(srv, pki, SignedReport("x", _signed(root, pki)))
+        accepted(srv, pki, reports[0])  # documents of other senders may carry no revision: 0
+        assert [(r.incident_id, r.revision) for r in srv.config.store.reports()] == [
+            ("old", 0), (root.findtext(f"{{{IODEF_NS}}}Incident/{{{IODEF_NS}}}IncidentID"), 42),
+            (reports[0].incident_id, 0)]
