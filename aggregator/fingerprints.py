@@ -79,25 +79,42 @@ def _zmap(s: Probes) -> Arr:
     return _v4(s) & (s["ip_id"] == 54321)
 
 
-# Where masscan's built-in UDP payloads (templ-payloads) carry its per-probe
-# cookie, by destination port: (protocol, how to find the request ID). Checked
-# on a real masscan capture (../shared/pcaps/scan_masscan_udp0-1000_esnet.pcap):
-# DNS and NBNS transaction IDs and the SNMP request-id satisfy the IP ID rule.
-#   "id16": a 16-bit transaction ID in payload bytes 0-1 (DNS/NBNS header,
-#           12 bytes at least)
-#   "snmp": the request-id INTEGER of an SNMPv1/v2c GetRequest (BER, short
-#           lengths: community at byte 7, then A0 len 02 ilen id...)
-UDP_COOKIES: dict[int, tuple[str, str]] = {
-    53: ("dns", "id16"),
-    137: ("nbns", "id16"),
-    161: ("snmp", "snmp"),
-}
 _HEAD = 24  # bytes of payload kept per sample (sensor.fields.PAYLOAD_HEAD)
+I64 = npt.NDArray[np.int64]
 
 
-def _payload_bytes(s: Probes) -> npt.NDArray[np.uint8]:
-    head = np.ascontiguousarray(s["payload_head"])
-    return head.view(np.uint8).reshape(-1, _HEAD)
+def _byte(b: I64, k: I64) -> I64:
+    """Per row, byte ``k`` (a per-row offset, clipped into the head) of the payload head."""
+    return b[np.arange(b.shape[0]), np.clip(k, 0, _HEAD - 1)]
+
+
+def _id16(b: I64, cap: I64, declared: I64) -> tuple[Arr, I64]:
+    """A 16-bit transaction ID in bytes 0-1 of a DNS-style header (12 bytes at least)."""
+    return (declared >= 12) & (cap >= 2), (b[:, 0] << 8) | b[:, 1]
+
+
+def _snmp_request_id(b: I64, cap: I64, declared: I64) -> tuple[Arr, I64]:
+    """The low 16 bits of an SNMPv1/v2c GetRequest's request-id (BER, short lengths):
+    30 L 02 01 ver 04 clen community A0 L 02 ilen request-id..."""
+    pdu = 7 + b[:, 6]  # after the community string
+    ilen = _byte(b, pdu + 3)
+    end = pdu + 4 + ilen  # one past the request-id
+    ok = ((b[:, 0] == 0x30) & (b[:, 2] == 0x02) & (b[:, 3] == 0x01) & (b[:, 5] == 0x04)
+          & (_byte(b, pdu) == 0xA0) & (_byte(b, pdu + 2) == 0x02)
+          & (ilen >= 1) & (ilen <= 4) & (end <= cap))  # fmt: skip
+    hi = np.where(ilen >= 2, _byte(b, end - 2), 0)
+    return ok, (hi << 8) | _byte(b, end - 1)
+
+
+# Where masscan's built-in UDP payloads (templ-payloads) carry its per-probe
+# cookie, by destination port: the protocol, and how to read its request ID.
+# Checked on a real masscan capture (../shared/pcaps/scan_masscan_udp0-1000_esnet.pcap):
+# the DNS and NBNS transaction IDs and the SNMP request-id satisfy the IP ID rule.
+UDP_COOKIES: dict[int, tuple[str, Callable[[I64, I64, I64], tuple[Arr, I64]]]] = {
+    53: ("dns", _id16),
+    137: ("nbns", _id16),
+    161: ("snmp", _snmp_request_id),
+}
 
 
 def udp_cookie(s: Probes) -> tuple[Arr, npt.NDArray[np.uint32]]:
@@ -108,33 +125,16 @@ def udp_cookie(s: Probes) -> tuple[Arr, npt.NDArray[np.uint32]]:
     udp = _v4(s) & (s["protocol"] == 17)
     if not udp.any():
         return has, cookie
-    b = _payload_bytes(s).astype(np.int64)
-    plen = s["payload_cap"].astype(np.int64)  # the bytes of the head that are real
-    port = s["dst_port"]
-    for dport, (_name, layout) in UDP_COOKIES.items():
-        rows = udp & (port == dport)
-        if not rows.any():
-            continue
-        if layout == "id16":
-            ok = rows & (s["payload_len"] >= 12) & (plen >= 2)
-            val = (b[:, 0] << 8) | b[:, 1]
-        else:  # snmp: 30 L 02 01 ver 04 clen community A0 L 02 ilen request-id
-            clen = b[:, 6]
-            p = 7 + clen  # the PDU tag
-            at = np.minimum(p, _HEAD - 1)
-            ilen = b[np.arange(n), np.minimum(p + 3, _HEAD - 1)]
-            end = p + 4 + ilen  # one past the request-id
-            ok = (rows & (b[:, 0] == 0x30) & (b[:, 2] == 0x02) & (b[:, 3] == 0x01) & (b[:, 5] == 0x04)
-                  & (end <= plen) & (ilen >= 1) & (ilen <= 4))
-            ok &= (b[np.arange(n), at] == 0xA0) & (b[np.arange(n), np.minimum(p + 2, _HEAD - 1)] == 0x02)
-            # the low 16 bits of the big-endian INTEGER: its last two bytes
-            last = np.minimum(np.maximum(end - 1, 0), _HEAD - 1)
-            prev = np.minimum(np.maximum(end - 2, 0), _HEAD - 1)
-            lo = b[np.arange(n), last]
-            hi = np.where(ilen >= 2, b[np.arange(n), prev], 0)
-            val = (hi << 8) | lo
-        has |= ok
-        cookie = np.where(ok, val.astype(np.uint32), cookie)
+    b = np.ascontiguousarray(s["payload_head"]).view(np.uint8).reshape(-1, _HEAD).astype(np.int64)
+    cap = s["payload_cap"].astype(np.int64)  # how many bytes of the head are real
+    declared = s["payload_len"].astype(np.int64)
+    for dport, (_protocol, read) in UDP_COOKIES.items():
+        rows = udp & (s["dst_port"] == dport)
+        if rows.any():
+            ok, val = read(b, cap, declared)
+            ok &= rows
+            has |= ok
+            cookie = np.where(ok, val.astype(np.uint32), cookie)
     return has, cookie
 
 
