@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sensor.decode_fast import fast_ethernet_ipv4, payload_heads
+from sensor.decode_fast import fast_ethernet_ipv4, match_option_layouts, payload_heads
 from sensor.decode_tables import (
     AF_INET,
     AF_INET6_VALUES,
@@ -164,7 +164,7 @@ class _Frames:
     def put(self, name: str, rows: Idx, values: npt.ArrayLike) -> None:
         """``out[name][rows] = values``, through a contiguous column per field.
 
-        Scattering into a column of the 160-byte output rows costs several times
+        Scattering into a column of the output rows costs several times
         a scatter into a plain array, so a subset of rows goes to a zeroed column
         first and every column is copied into the output once, by ``flush``.
         ``rows`` are sorted, so all rows means a plain copy.
@@ -509,83 +509,15 @@ def _ipv6(F: _Frames, rows: Idx, p: I64) -> _Transport | None:
 
 # ----------------------------------------------------------------------------- transport
 
-def _option_layout(b: bytes) -> tuple[tuple[tuple[int, int], ...], int, int] | None:
-    """The layout of one option list: the (column, byte) pairs that fix its walk -- each
-    option's kind and length bytes, the EOL that ends it --, its packed kinds and the
-    column of the MSS value (-1: none). None when the list is malformed (the general walk
-    handles those). Rows with the same length and these bytes walk identically."""
-    i, count, kinds, mss_col = 0, 0, 0, -1
-    checks: list[tuple[int, int]] = []
-    while i < len(b):
-        kind = b[i]
-        checks.append((i, kind))
-        if kind == TCPOPT_EOL:
-            break
-        if count < 8:
-            kinds |= kind << (8 * count)
-        count += 1
-        if kind == TCPOPT_NOP:
-            i += 1
-            continue
-        if i + 2 > len(b) or b[i + 1] < 2 or i + b[i + 1] > len(b):
-            return None
-        checks.append((i + 1, b[i + 1]))
-        if kind == TCPOPT_MSS and b[i + 1] == 4 and mss_col < 0:
-            mss_col = i + 2
-        i += b[i + 1]
-    return tuple(checks), kinds, mss_col
-
-
-#: ``_tcp_options_by_layout``: a row whose layout is known (option lengths are at most 40)
-_MATCHED = np.uint64(1 << 63)
-
-
 def _tcp_options_by_layout(F: _Frames, rows: Idx, o: I64, oend: I64) -> Mask:
-    """Kinds and MSS for the rows whose option list has the layout of one of a few
-    sampled rows (a stack or a scanner sends the same layout every time, only values
-    such as timestamps change); returns the rows left for the general walk."""
-    n = rows.size
-    w = F.B.win(o, 40)
-    w64 = w.view("<u8")
-    # per row the length of its option bytes, then _MATCHED once a layout matched it (a
-    # value no length has, so matched rows drop out of the compares at no extra cost)
-    key = np.minimum(oend - o, 40).astype(np.uint64)
-    kinds = np.zeros(n, dtype=np.uint64)
-    mss = np.zeros(n, dtype=np.int64)
-    left, i = n, 0
-    tried: set[tuple[int, tuple[tuple[int, int], ...]]] = set()
-    for _ in range(6):
-        if left < 32:
-            break
-        if key[i] == _MATCHED:
-            i = int(np.argmax(key != _MATCHED))  # the first row not matched yet
-        sz = int(key[i])
-        lay = _option_layout(w[i, :sz].tobytes())
-        if lay is None or (sz, lay[0]) in tried:
-            break
-        tried.add((sz, lay[0]))
-        # the layout's bytes as a 40-byte mask and value: up to 5 uint64 compares per row
-        mask = np.zeros(40, dtype=np.uint8)
-        want = np.zeros(40, dtype=np.uint8)
-        for c, v in lay[0]:
-            mask[c], want[c] = 0xFF, v
-        diff = key ^ np.uint64(sz)
-        for j, (mk, wv) in enumerate(zip(mask.view("<u8").tolist(), want.view("<u8").tolist(), strict=True)):
-            if mk:
-                diff |= (w64[:, j] & np.uint64(mk)) ^ np.uint64(wv)
-        hit = np.flatnonzero(diff == 0)
-        if hit.size * 16 < left:
-            break  # a rare layout: the rows left are too varied for this to pay
-        kinds[hit] = lay[1]
-        if lay[2] >= 0:
-            mss[hit] = w[:, lay[2]:lay[2] + 2].view(">u2")[:, 0][hit]
-        key[hit] = _MATCHED
-        left -= hit.size
-    todo = key != _MATCHED
-    if not left:
+    """Kinds and MSS for the rows whose option list has a known layout
+    (:func:`sensor.decode_fast.match_option_layouts`); returns the rows left for the
+    general walk."""
+    kinds, mss, todo = match_option_layouts(F.B.win(o, 40), oend - o)
+    if not todo.any():
         F.put("tcp_opt_kinds", rows, kinds)
         F.put("tcp_mss", rows, mss)
-    elif left < n:
+    elif not todo.all():
         done = ~todo
         F.put("tcp_opt_kinds", rows[done], kinds[done])
         F.put("tcp_mss", rows[done], mss[done])
@@ -792,16 +724,20 @@ def _as_rows(x: int | npt.ArrayLike, n: int, dtype: type) -> npt.NDArray[np.gene
 def decode_frames(buf: npt.NDArray[np.uint8], offsets: npt.NDArray[np.integer],
                   cap_lens: npt.NDArray[np.integer], wire_lens: npt.NDArray[np.integer],
                   ts_ns: npt.NDArray[np.int64], linktype: int | npt.NDArray[np.integer],
-                  iface: int | npt.NDArray[np.integer] = 0) -> npt.NDArray[np.void]:
+                  iface: int | npt.NDArray[np.integer] = 0,
+                  status_out: npt.NDArray[np.uint8] | None = None) -> npt.NDArray[np.void]:
     """Decode frames ``buf[offsets[i]:offsets[i] + cap_lens[i]]``: one ``PACKET_DTYPE`` row each.
 
     ``linktype`` and ``iface`` are one value for all frames or one per frame.
     Frames reaching past the buffer are cut at its end. Never raises on frame
-    contents; ``status`` says what went wrong per frame.
+    contents; ``status`` says what went wrong per frame. ``status_out`` (one
+    byte per frame, zeroed), when given, receives the ``status`` column too:
+    counting it there is cheaper than in the output rows, and the decoder knows
+    which rows can be other than OK.
     """
     offsets = np.asarray(offsets)
     n = int(offsets.size)
-    out = np.zeros(n, dtype=PACKET_DTYPE)
+    out = np.empty(n, dtype=PACKET_DTYPE)
     if n == 0:
         return out
     raw = np.asarray(buf)
@@ -835,7 +771,8 @@ def decode_frames(buf: npt.NDArray[np.uint8], offsets: npt.NDArray[np.integer],
     # blocks of rows small enough that the output rows being filled stay in cache
     slow: list[Idx] = []
     opts: list[tuple[Idx, I64, I64]] = []
-    general = False  # a block went through the general path (it writes option fields too)
+    quotes: list[tuple[Idx, I64, I64]] = []
+    general: list[slice] = []  # blocks the general path decoded
     for s in range(0, n, BLOCK_ROWS):
         e = min(s + BLOCK_ROWS, n)
         blk = out[s:e]
@@ -844,31 +781,48 @@ def decode_frames(buf: npt.NDArray[np.uint8], offsets: npt.NDArray[np.integer],
         if isinstance(blt, int) and blt == LINKTYPE_ETHERNET:
             fast = fast_ethernet_ipv4(blk, B.u8, off_c[s:e], end[s:e])
         if fast is None:
+            blk.view(np.uint8)[:] = 0
             _decode_block(blk, B, off_c[s:e], end[s:e], blt)
-            general = True
+            general.append(slice(s, e))
         else:
             if fast.slow.size:
                 slow.append(fast.slow + s)
             if fast.opt_rows.size:
                 opts.append((fast.opt_rows + s, fast.opt_start, fast.opt_end))
+            if fast.quote_rows.size:
+                quotes.append((fast.quote_rows + s, fast.quote_start, fast.quote_end))
         # while the block's rows are still in cache
         blk["ts_ns"] = ts[s:e]
-        blk["iface"] = ifc if np.ndim(ifc) == 0 else ifc[s:e]
+        if np.ndim(ifc) or ifc:  # (the rows start zeroed)
+            blk["iface"] = ifc if np.ndim(ifc) == 0 else ifc[s:e]
         blk["linktype"] = lt_out if np.ndim(lt_out) == 0 else lt_out[s:e]
         blk["wire_len"] = wire[s:e]
         blk["cap_len"] = cap_in[s:e]
-    if opts:
-        # TCP options of the fast rows of all blocks at once: their layouts are learnt once
+    if opts or quotes:
+        # what the fast path handed back, of all blocks at once: TCP options of a layout not
+        # known, headers quoted by ICMP errors (the rows hold the fast path's fields already)
         F = _Frames(out, B, off_c, end)
-        if general:
-            F.written.update(("tcp_opt_kinds", "tcp_mss"))
-        _tcp_options(F, *(np.concatenate(a) for a in zip(*opts, strict=True)))
+        F.written.update(PACKET_DTYPE.names or ())
+        if opts:
+            _tcp_options(F, *(np.concatenate(a) for a in zip(*opts, strict=True)))
+        if quotes:
+            quoted, start, stop = (np.concatenate(a) for a in zip(*quotes, strict=True))
+            _quote4(F, quoted, start, stop)
         for name, col in F.cols.items():
             out[name] = col
-    if slow:
+        if quotes:
+            out["layers"][quoted] |= F.layers[quoted]  # (the bits the quotes add)
+    slow_rows = np.concatenate(slow) if slow else None
+    if slow_rows is not None:
         # rows the fast path left (their output rows must be overwritten whole), decoded
         # together: the general path costs a fixed time per call
-        _decode_slow(out, B, np.concatenate(slow), off_c, end)
+        _decode_slow(out, B, slow_rows, off_c, end)
+    if status_out is not None:
+        # every row of a fast block is OK but those the general path decoded afterwards
+        for sl in general:
+            status_out[sl] = out["status"][sl]
+        if slow_rows is not None:
+            status_out[slow_rows] = out["status"][slow_rows]
     return out
 
 

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from darknet_iodef.errors import CaptureError
 from sensor.capture.source import ChunkReader
 from sensor.capture.stats import CaptureStats
-from sensor.capture.walk import ChainFormat, walk_chain
+from sensor.capture.walk import ChainFormat, Lanes, lane_grid, lane_start, walk_chain
 from sensor.decode import decode_frames
 
 __all__ = ["MAX_CAPLEN", "PCAP_MAGICS", "PcapHeader", "iter_pcap", "parse_pcap_header"]
@@ -71,10 +71,9 @@ def _format(buf: npt.NDArray[np.uint8], hdr: PcapHeader) -> ChainFormat:
     rec = hdr.record_header
     cap_max = min(hdr.snaplen, MAX_CAPLEN) if hdr.snaplen > 0 else MAX_CAPLEN
 
-    def plausible(first: int, stride: int, lanes: int, width: int) -> npt.NDArray[np.bool_]:
+    def plausible(first: Lanes, stride: int, lanes: int, width: int) -> npt.NDArray[np.bool_]:
         def grid(off: int) -> npt.NDArray[np.uint32]:
-            return np.lib.stride_tricks.as_strided(
-                u32[first + off:], shape=(lanes, width), strides=(stride, 1), writeable=False)
+            return lane_grid(u32, first, stride, lanes, width, off)
 
         cap = grid(8)
         wire = grid(12)
@@ -82,7 +81,7 @@ def _format(buf: npt.NDArray[np.uint8], hdr: PcapHeader) -> ChainFormat:
         # a real header is followed by another: check the next one too (lanes are few)
         li, col = np.nonzero(m)
         if li.size:
-            p = first + li.astype(np.int64) * stride + col
+            p = lane_start(first, stride, li) + col
             nxt = p + rec + cap[li, col].astype(np.int64)
             nxt = np.minimum(nxt, u32.size - 16)
             c2 = u32[nxt + 8]
@@ -128,8 +127,10 @@ def iter_pcap(reader: ChunkReader, hdr: PcapHeader, batch_size: int, stats: Capt
             data = r + rec
             for s in range(0, r.size, batch_size):
                 sl = slice(s, s + batch_size)
-                out = decode_frames(reader.buf, data[sl], cap[sl], wire[sl], ts[sl], hdr.linktype)
-                stats.count_batch(out["status"], out["linktype"], source)
+                status = np.zeros(min(batch_size, r.size - s), dtype=np.uint8)
+                out = decode_frames(reader.buf, data[sl], cap[sl], wire[sl], ts[sl], hdr.linktype,
+                                    status_out=status)
+                stats.count_batch(status, out["linktype"], source)
                 yield out
         if res.bad:
             n = int(fmt.len32[res.stop + 8])

@@ -25,7 +25,7 @@ from darknet_iodef.errors import CaptureError
 from sensor.capture.pcap import MAX_CAPLEN
 from sensor.capture.source import ChunkReader
 from sensor.capture.stats import CaptureStats
-from sensor.capture.walk import ChainFormat, walk_chain
+from sensor.capture.walk import ChainFormat, Lanes, lane_grid, lane_start, walk_chain
 from sensor.decode import decode_frames
 
 __all__ = ["BT_EPB", "BT_IDB", "BT_PB", "BT_SHB", "BT_SPB", "PCAPNG_MAGIC", "iter_pcapng"]
@@ -111,16 +111,15 @@ def _views(buf: npt.NDArray[np.uint8], order: str) -> tuple[npt.NDArray[np.uint3
 
 
 def _format(u32: npt.NDArray[np.uint32], max_len: int) -> ChainFormat:
-    def plausible(first: int, stride: int, lanes: int, width: int) -> npt.NDArray[np.bool_]:
+    def plausible(first: Lanes, stride: int, lanes: int, width: int) -> npt.NDArray[np.bool_]:
         def grid(off: int) -> npt.NDArray[np.uint32]:
-            return np.lib.stride_tricks.as_strided(
-                u32[first + off:], shape=(lanes, width), strides=(stride, 1), writeable=False)
+            return lane_grid(u32, first, stride, lanes, width, off)
 
         blen = grid(4)
         m = (grid(0) == BT_EPB) & ((blen & 3) == 0) & (blen >= 32) & (blen <= MAX_CAPLEN + 1024)
         li, col = np.nonzero(m)
         if li.size:
-            p = first + li.astype(np.int64) * stride + col
+            p = lane_start(first, stride, li) + col
             tail = np.minimum(p + blen[li, col].astype(np.int64) - 4, u32.size - 1)
             bad = u32[tail] != blen[li, col]
             m[li[bad], col[bad]] = False
@@ -283,12 +282,18 @@ def iter_pcapng(reader: ChunkReader, batch_size: int, stats: CaptureStats,
                 ts = np.where(spb, prev, ts)
             last_ts = int(ts[-1])
             stats.records += int(p.size)
+            # one interface: one link type and interface number for all (cheaper to write)
+            lt_all: int | npt.NDArray[np.uint16] = (int(linktype[0]) if lo == hi
+                                                    else linktype.astype(np.uint16))
+            if_all: int | npt.NDArray[np.uint16] = lo if lo == hi else iface.astype(np.uint16)
             for s in range(0, p.size, batch_size):
                 sl = slice(s, s + batch_size)
+                status = np.zeros(min(batch_size, p.size - s), dtype=np.uint8)
                 out = decode_frames(reader.buf, data[sl], cap[sl].astype(np.uint32),
-                                    wire[sl].astype(np.uint32), ts[sl], linktype[sl].astype(np.uint16),
-                                    iface[sl].astype(np.uint16))
-                stats.count_batch(out["status"], out["linktype"], source)
+                                    wire[sl].astype(np.uint32), ts[sl],
+                                    lt_all if isinstance(lt_all, int) else lt_all[sl],
+                                    if_all if isinstance(if_all, int) else if_all[sl], status_out=status)
+                stats.count_batch(status, out["linktype"], source)
                 yield out
         stats.bytes += int(stop - pos)
         pos = stop

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ChainFormat", "WalkResult", "walk_chain"]
+__all__ = ["ChainFormat", "WalkResult", "lane_grid", "walk_chain"]
 
 I64 = npt.NDArray[np.int64]
+#: where lanes start: ``first + i * stride`` for i < lanes (an int), or these positions (an array)
+Lanes = int | I64
 
 #: bytes between lane seeds; each lane walks about this many bytes
 SEGMENT = 8192
@@ -33,6 +35,29 @@ SEGMENT = 8192
 #: nearly every lane of small-packet (telescope) traffic: on 2 M such packets it walks
 #: 12-15 % faster than 256, and files of 300-1400 byte packets walk as fast either way.
 SEED_WINDOW = 128
+#: a segment with no seed in its first SEED_WINDOW bytes (a large record lies across them)
+#: is looked at again this far, when such segments are few: otherwise the lane before it
+#: walks two segments, and the whole walk takes twice the steps
+SEED_WINDOW_2 = 512
+
+
+def lane_grid(u32: npt.NDArray[np.uint32], first: Lanes, stride: int, lanes: int, width: int,
+              off: int) -> npt.NDArray[np.uint32]:
+    """``u32`` at ``width`` consecutive positions (+ ``off``) of every lane: (lanes, width).
+
+    Evenly spaced lanes are a strided view (no copy); others a gather.
+    """
+    if isinstance(first, int):
+        return np.lib.stride_tricks.as_strided(u32[first + off:], shape=(lanes, width), strides=(stride, 1),
+                                               writeable=False)
+    return u32[(first + off)[:, None] + np.arange(width)]
+
+
+def lane_start(first: Lanes, stride: int, li: npt.NDArray[np.intp]) -> I64:
+    """Where lanes ``li`` start (as :func:`lane_grid` lays them out)."""
+    if isinstance(first, int):
+        return first + li.astype(np.int64) * stride
+    return first[li]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +79,8 @@ class ChainFormat:
     max_len: int
     align4: bool
     #: plausible(first, stride, lanes, width) -> bool (lanes, width): header-like positions
-    plausible: Callable[[int, int, int, int], npt.NDArray[np.bool_]]
+    #: (lanes laid out as :func:`lane_grid` does)
+    plausible: Callable[[Lanes, int, int, int], npt.NDArray[np.bool_]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,17 +98,17 @@ class WalkResult:
     redone: int
 
 
-def _step(fmt: ChainFormat, p: I64, end: int) -> tuple[I64, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
-    """Next positions, ok (a whole valid record at p), badlen (header there, impossible length)."""
-    n = fmt.len32[p + fmt.len_off].astype(np.int64)
-    nxt = p + fmt.base + n
+def _step(fmt: ChainFormat, p: I64, n: npt.NDArray[np.uint32], nxt: I64,
+          end: int) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """ok (a whole valid record at p), badlen (header there, impossible length), given the
+    length field ``n`` read at ``p`` and the next position ``nxt`` it gives."""
     hdr = p + fmt.need <= end
     good = (n >= fmt.min_len) & (n <= fmt.max_len)
     if fmt.align4:
         good &= (n & 3) == 0
     badlen = hdr & ~good
     ok = hdr & good & (nxt <= end)
-    return nxt, ok, badlen
+    return ok, badlen
 
 
 def _walk_one(fmt: ChainFormat, p: int, bound: int, end: int) -> tuple[list[int], int, bool, bool]:
@@ -107,14 +133,22 @@ def _walk_one(fmt: ChainFormat, p: int, bound: int, end: int) -> tuple[list[int]
 def walk_chain(fmt: ChainFormat, start: int, end: int) -> WalkResult:
     """All record starts from ``start`` (a true record start) while whole records fit before ``end``."""
     span = end - start
-    lanes = max(1, span // SEGMENT)
+    # rounded to the nearest: the last lane walks 0.5 to 1.5 segments (rounding down let a chunk
+    # of exactly 2^k segments, less the file header, give its last lane two segments to walk,
+    # and the walk takes as many steps as its longest lane has records)
+    lanes = max(1, (span + SEGMENT // 2) // SEGMENT)
     if lanes > 1:
         width = min(SEED_WINDOW, SEGMENT)
         first = start + SEGMENT
         m = fmt.plausible(first, SEGMENT, lanes - 1, width)
-        has = m.any(axis=1)
-        col = m.argmax(axis=1)
-        seeds = first + np.arange(lanes - 1, dtype=np.int64) * SEGMENT + col
+        has = np.asarray(m.any(axis=1))
+        seeds = first + np.arange(lanes - 1, dtype=np.int64) * SEGMENT + m.argmax(axis=1)
+        again = np.flatnonzero(~has)
+        if again.size and again.size * 8 <= lanes and width < SEED_WINDOW_2:
+            m2 = fmt.plausible(seeds[again] + width, 0, again.size, SEED_WINDOW_2 - width)
+            found = m2.any(axis=1)
+            seeds[again] += width + m2.argmax(axis=1)
+            has[again] = found
         c = np.concatenate(([start], seeds[has])).astype(np.int64)
         c = c[c < end]
     else:
@@ -129,24 +163,31 @@ def walk_chain(fmt: ChainFormat, start: int, end: int) -> WalkResult:
     lane_bound = bound
     rec_lanes: list[I64] = []  # per step: the lanes that had a record there ...
     rec_pos: list[I64] = []  # ... and where
+    full = 0  # the first steps, while every lane has a record, need no scatter into the grid
     # the length fields, indexed by record start (a view: no add per step)
     lens = fmt.len32[fmt.len_off:]
+    # a record that ends before its lane's bound is shorter than max_len when no lane is longer
+    check_max = int((bound - c).max()) > fmt.max_len + fmt.base
     while act.size:
         # usual step: every active lane has a whole, valid record -- a handful of numpy calls
         n = lens[p]
         nxt = p + n
         nxt += fmt.base
-        quick = (n <= fmt.max_len) & (nxt < lane_bound)
+        quick = nxt < lane_bound
+        if check_max:
+            quick &= n <= fmt.max_len
         if fmt.min_len:
             quick &= n >= fmt.min_len
         if fmt.align4:
             quick &= (n & 3) == 0
         if quick.all():
+            if full == len(rec_pos) and act.size == L:
+                full += 1
             rec_lanes.append(act)
             rec_pos.append(p)
             p = nxt
             continue
-        nxt, ok, badlen = _step(fmt, p, end)
+        ok, badlen = _step(fmt, p, n, nxt, end)
         rec_lanes.append(act[ok])
         rec_pos.append(p[ok])
         stopped = ~ok
@@ -161,9 +202,14 @@ def walk_chain(fmt: ChainFormat, start: int, end: int) -> WalkResult:
             e[dl] = nxt[done]
             reached[dl] = True
         act, p, lane_bound = act[go], nxt[go], lane_bound[go]
-    grid = np.full((L, len(rec_pos)), -1, dtype=np.int64)
-    for k, (lanes_k, pos_k) in enumerate(zip(rec_lanes, rec_pos, strict=True)):
-        grid[lanes_k, k] = pos_k
+    # record starts by step and lane, then read lane by lane (file order)
+    grid_t = np.empty((len(rec_pos), L), dtype=np.int64)
+    if full:
+        np.stack(rec_pos[:full], out=grid_t[:full])
+    grid_t[full:] = -1
+    for k in range(full, len(rec_pos)):
+        grid_t[k, rec_lanes[k]] = rec_pos[k]
+    grid = grid_t.T
 
     match = reached[:-1] & (e[:-1] == c[1:])
     mism = np.flatnonzero(~match)
@@ -199,6 +245,6 @@ def walk_chain(fmt: ChainFormat, start: int, end: int) -> WalkResult:
         pieces.append(part[part >= 0])
         starts = np.concatenate(pieces)
     else:
-        flat = grid[valid].ravel()
+        flat = grid.ravel() if valid.all() else grid[valid].ravel()
         starts = flat[flat >= 0]
     return WalkResult(starts=starts, stop=cur_end, bad=cur_bad, redone=len(redo))

@@ -347,3 +347,45 @@ def test_payload_length_and_head(company: str) -> None:
     assert got["payload_cap"].tolist() == [len(h) for _, _, h in cases]
     assert [bytes(h) for h in got["payload_head"]] == [h.ljust(PAYLOAD_HEAD, b"\0") for _, _, h in cases]
     assert got["dst_port"].tolist()[:6] == [53, 80, 80, 161, 2, 53]
+
+
+def test_many_option_layouts_some_left_to_the_general_walk() -> None:
+    """More layouts than one call compares (and than are kept): rows of every layout get the
+    kinds and MSS the one-row general walk gives, whichever path took them."""
+    rng = np.random.default_rng(5)
+    layouts = [bytes([2, 4, 5, 0x80 + k]) + bytes([1]) * (k % 4) + bytes([4, 2]) + bytes([1, 3, 3, k])
+               + bytes(-(9 + k % 4) % 4) for k in range(20)]
+    frames = [eth(ip4(A, B, 6, tcp(1, 2, options=layouts[int(rng.integers(0, len(layouts)))])))
+              for _ in range(3000)]
+    for _ in range(2):  # the second time with the layouts learnt
+        together = dec(frames)
+        alone = np.concatenate([dec([f]) for f in frames[:300]])
+        assert together["tcp_opt_kinds"][:300].tolist() == alone["tcp_opt_kinds"].tolist()
+        assert together["tcp_mss"][:300].tolist() == alone["tcp_mss"].tolist()
+    assert len(set(together["tcp_opt_kinds"].tolist())) >= 4
+
+
+def test_fast_path_rows_equal_general_path_rows() -> None:
+    """Every shape the fast path takes, decoded among plain SYNs (the fast path decodes the
+    block) and among ARP frames (the general path does): the same bytes in every field."""
+    quoted_udp = ip4(B, A, 17, udp(33434, 53))[:28]
+    quoted_tcp = ip4(B, A, 6, SYN)[:28]
+    opts = tcp(1, 2, options=b"\x02\x04\x05\xb4\x04\x02\x08\x0a" + bytes(8) + b"\x01\x03\x03\x07")
+    shapes = [
+        eth(ip4(A, B, 6, SYN)), eth(ip4(A, B, 6, opts), vlans=[(0x8100, 7)]),
+        eth(ip4(A, B, 6, opts), vlans=[(0x88A8, 5), (0x8100, 9)]),
+        eth(ip4(A, B, 17, udp(1, 53, PAYLOAD[:30]))), eth(ip4(A, B, 1, icmp(8, 0, PAYLOAD[:8]))),
+        eth(ip4("203.0.113.9", A, 1, icmp(3, 3, quoted_udp))),
+        eth(ip4("203.0.113.9", A, 1, icmp(11, 0, quoted_tcp)), vlans=[(0x8100, 3)]),
+        eth(ip4("203.0.113.9", A, 1, icmp(3, 1, quoted_tcp[:20]))),  # no ports quoted
+        eth(ip4("203.0.113.9", A, 1, icmp(3, 1, quoted_tcp)))[:14 + 28 + 12],  # quote cut short
+        eth(ip4(A, B, 17, udp(5000, 53, PAYLOAD)[:24], flags_frag=0x2000)),  # a first fragment
+        eth(ip4(A, B, 6, opts))[:14 + 20 + 26],  # options cut by the snap length
+    ]
+    got = {}
+    for company in ("fast", "general"):
+        filler = eth(ip4(A, B, 6, SYN)) if company == "fast" else eth(bytes(28), 0x0806)
+        got[company] = dec([f for frame in shapes for f in (frame, filler, filler, filler)])[::4]
+    assert np.count_nonzero(got["fast"]["layers"] & LAYER_INNER) == 3
+    for i in range(len(shapes)):
+        assert got["fast"][i].tobytes() == got["general"][i].tobytes(), f"shape {i}"
