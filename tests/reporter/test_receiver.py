@@ -203,6 +203,10 @@ def test_clients_with_wrong_certificates_are_refused(server: RidServer, pki: Pki
         conn.getresponse()
     conn.close()
     assert server.config.store.count() == 0
+    # the server thread counts a failed handshake after the client has seen it fail
+    deadline = time.monotonic() + 10
+    while server.stats["refused_tls"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert server.stats["refused_tls"] == 3
     accepted(server, pki, reports[0])
 
