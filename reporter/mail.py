@@ -90,17 +90,25 @@ def _message_id(report: Report, mail_from: str) -> str:
     return f"<{token}@{domain}>"
 
 
-def build_message(report: Report, mail_from: str, date: float) -> EmailMessage:
-    """The mail for one report: summary as text/plain, the document attached (pure)."""
+def build_message(report: Report, mail_from: str, date: float, update: bool = False) -> EmailMessage:
+    """The mail for one report: summary as text/plain, the document attached (pure).
+
+    ``update``: the recipient already got an earlier version of this incident; the
+    subject and the first line say so, so that it is filed with the first, not dropped.
+    """
     msg = EmailMessage()
     msg["From"] = mail_from
     msg["To"] = report.destination
     what = report.kind or "incident"
-    msg["Subject"] = f"[darknet report] {what}: {report.incident_id}"
+    msg["Subject"] = f"[darknet report] {'update, ' if update else ''}{what}: {report.incident_id}"
     msg["Date"] = email.utils.formatdate(date, usegmt=True)
     msg["Message-ID"] = _message_id(report, mail_from)
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to a robot
-    msg.set_content(report.summary or f"IODEF 2.0 report {report.incident_id} attached.\n")
+    text = report.summary or f"IODEF 2.0 report {report.incident_id} attached.\n"
+    if update:
+        text = (f"UPDATE: this replaces our earlier report of incident {report.incident_id}: "
+                "more was seen since.\n\n" + text)
+    msg.set_content(text)
     maintype, _, subtype = (report.media_type.split(";")[0].strip() or "application/xml").partition("/")
     if maintype == "text" and subtype == "xml":
         maintype = "application"  # attachments are for tools: application/xml, not inline text
@@ -130,7 +138,7 @@ class MailSender:
     def send(self, item: OutboxItem, now: float) -> Outcome:
         cfg = self.config
         try:
-            msg = build_message(item.report, cfg.mail_from, now)
+            msg = build_message(item.report, cfg.mail_from, now, update=item.update)
         except (ValueError, TypeError) as exc:
             # e.g. a line break in the address from the contact table: no retry can fix this report
             return Outcome(OutcomeKind.REJECTED, f"cannot build the mail: {exc}")

@@ -47,7 +47,7 @@ import hashlib
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -134,6 +134,8 @@ class OutboxItem:
     last_status: int | None
     last_error: str
     superseded_by: int | None = None
+    #: an earlier version of this incident already reached the recipient (set by :meth:`Outbox.due`)
+    update: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,9 +374,11 @@ class Outbox:
         """Queued reports whose next attempt is due, oldest schedule first."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM reports WHERE state = 'queued' AND next_attempt <= ? "
-                "ORDER BY next_attempt, id LIMIT ?", (now, limit)).fetchall()
-        return [_item(r) for r in rows]
+                f"SELECT {_COLUMNS}, EXISTS (SELECT 1 FROM reports AS v WHERE v.incident_id = "
+                "reports.incident_id AND v.recipient = reports.recipient AND v.channel = reports.channel "
+                "AND v.state = 'sent' AND v.id != reports.id) FROM reports WHERE state = 'queued' "
+                "AND next_attempt <= ? ORDER BY next_attempt, id LIMIT ?", (now, limit)).fetchall()
+        return [replace(_item(r[:-1]), update=bool(r[-1])) for r in rows]
 
     def next_due(self) -> float | None:
         """When the earliest queued report is due (None when nothing is queued)."""

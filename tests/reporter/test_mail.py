@@ -97,6 +97,9 @@ def test_message_headers() -> None:
         "telescope@example.net", "abuse@isp.example", "[darknet report] scan: inc-1")
     assert msg["Date"] == "Fri, 01 Mar 2024 01:00:00 +0000"
     assert msg["Auto-Submitted"] == "auto-generated"
+    upd = build_message(report(1), "telescope@example.net", T0, update=True)
+    assert upd["Subject"] == "[darknet report] update, scan: inc-1"
+    assert upd.get_body(("plain",)).get_content().startswith("UPDATE: this replaces our earlier report")
 
 
 def test_a_header_injection_in_the_address_is_rejected_not_sent() -> None:

@@ -161,6 +161,7 @@ def test_versions_update_supersede_and_keep_history(tmp_path: Path) -> None:
         assert ob.add_many([version(2)], T0 + 2) == AddResult(1, 0, updates=1, superseded=1)
         (due,) = ob.due(T0 + 2)
         assert due.report.revision == 2
+        assert not due.update  # v1 never reached the recipient: v2 is their first
         (old,) = list(ob.items(State.SUPERSEDED))
         assert (old.report.revision, old.superseded_by) == (1, due.id)
         assert old.last_error == "superseded by revision 2"
@@ -169,6 +170,7 @@ def test_versions_update_supersede_and_keep_history(tmp_path: Path) -> None:
         # more late information after v2 was sent: an update, queued
         assert ob.add_many([version(3)], T0 + 4) == AddResult(1, 0, updates=1)
         (v3,) = ob.due(T0 + 4)
+        assert v3.update  # the recipient has v2: v3 is sent as an update
         assert ob.record(v3.id, BAD, T0 + 5) is State.REJECTED
         # a rerun over less data (older than v2, which the peer accepted): kept as history, not sent
         assert ob.add_many([version(1, "other")], T0 + 6) == AddResult(0, 0, outdated=1)
