@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aggregator.keys import dst32
+from darknet_iodef.flowtuple import SAMPLE_DTYPE
 
 __all__ = [
     "TOOLS",
@@ -79,7 +80,7 @@ def _zmap(s: Probes) -> Arr:
     return _v4(s) & (s["ip_id"] == 54321)
 
 
-_HEAD = 24  # bytes of payload kept per sample (sensor.fields.PAYLOAD_HEAD)
+_HEAD = SAMPLE_DTYPE["payload_head"].itemsize  # payload bytes kept per sample
 I64 = npt.NDArray[np.int64]
 
 

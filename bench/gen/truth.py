@@ -35,8 +35,6 @@ from bench.gen.wire import (
 
 __all__ = ["expected_packets"]
 
-PAYLOAD_HEAD = 24  # sensor.fields.PAYLOAD_HEAD
-
 
 def _tcp_options(rows: npt.NDArray[np.void]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64]]:
     """TCP option bytes and the packed option kinds of each row's option layout."""
@@ -59,22 +57,24 @@ def _l4_len(rows: npt.NDArray[np.void], opt_len: npt.NDArray[np.int64]) -> npt.N
     )
 
 
-def _payload_heads(rows: npt.NDArray[np.void], cap: npt.NDArray[np.int64]) -> npt.NDArray[np.void]:
-    """The first ``cap`` payload bytes of each row as the generator wrote them (template + id)."""
-    head = np.zeros((len(rows), PAYLOAD_HEAD), dtype=np.uint8)
+def _payload_heads(
+    rows: npt.NDArray[np.void], cap: npt.NDArray[np.int64], width: int
+) -> npt.NDArray[np.void]:
+    """The first ``cap`` (at most ``width``) payload bytes of each row as the generator wrote them."""
+    head = np.zeros((len(rows), width), dtype=np.uint8)
     for code, tpl in PAYLOADS.items():
         sel = rows["payload"] == code
         if not sel.any():
             continue
-        data = np.frombuffer(tpl.data[:PAYLOAD_HEAD].ljust(PAYLOAD_HEAD, b"\0"), dtype=np.uint8)
+        data = np.frombuffer(tpl.data[:width].ljust(width, b"\0"), dtype=np.uint8)
         head[sel] = data
         if tpl.id_at is not None:
             ident = rows["pay_id"][sel].astype(np.int64)
             for k, byte in ((tpl.id_at, ident >> 8), (tpl.id_at + 1, ident & 0xFF)):
-                if k < PAYLOAD_HEAD:
+                if k < width:
                     head[sel, k] = byte
-    head[np.arange(PAYLOAD_HEAD)[None, :] >= cap[:, None]] = 0
-    return np.ascontiguousarray(head).view(f"V{PAYLOAD_HEAD}").reshape(-1)
+    head[np.arange(width)[None, :] >= cap[:, None]] = 0
+    return np.ascontiguousarray(head).view(f"V{width}").reshape(-1)
 
 
 def expected_packets(
@@ -154,10 +154,11 @@ def expected_packets(
     l3 = np.where(v6, 40 + ext6_len(rows), 20)
     start = 14 + 4 * rows["tags"].astype(np.int64) + l3 + np.where(tcp, 20 + opt_len, 8)
     in_frame = np.minimum(rows["paylen"].astype(np.int64), out["cap_len"].astype(np.int64) - start)
-    cap = np.clip(np.minimum(paylen, in_frame), 0, PAYLOAD_HEAD)
+    width = packet_dtype["payload_head"].itemsize  # the bytes the parser keeps
+    cap = np.clip(np.minimum(paylen, in_frame), 0, width)
     out["payload_len"] = paylen
     out["payload_cap"] = cap
-    out["payload_head"] = _payload_heads(rows, cap)
+    out["payload_head"] = _payload_heads(rows, cap, width)
     transport = first & (l4 != L4_FRAG_TAIL)
     out["layers"] = ip * 0x01 + transport * 0x02 + err * 0x04 + inner_ports * 0x08
     out["status"] = np.where(ip, 0, 1)  # Status.OK, Status.NOT_IP
