@@ -32,10 +32,10 @@ import numpy.typing as npt
 
 from darknet_iodef.addresses import DarkPrefixes
 from darknet_iodef.bus.flows import partition_batch
-from darknet_iodef.errors import CaptureError, ConfigError
+from darknet_iodef.errors import ConfigError
 from darknet_iodef.flowtuple import FlowBatch, flow_rows_as_dicts, sample_rows_as_dicts, write_batch
 from darknet_iodef.settings import load
-from sensor.capture import CaptureStats, iter_packet_batches
+from sensor.capture import CaptureStats, capture_sizes, iter_packet_batches
 from sensor.flows import FlowBuilder
 from sensor.flows_samples import in_sorted
 from sensor.live import command as live_command
@@ -252,13 +252,7 @@ def run_sensor(
                           "DARKNET_IODEF_SENSOR_DARKNET)")
     darknet = DarkPrefixes.parse(settings.darknet, setting="--darknet")
     name = settings.name or socket.gethostname()
-    sizes = []
-    for path in captures:  # fail before any work on a capture that is not there
-        try:
-            sizes.append(os.stat(path).st_size)
-        except OSError as exc:
-            raise CaptureError(path, "", f"cannot open: {exc.strerror or exc}") from None
-
+    sizes = capture_sizes(captures)
     builder = FlowBuilder(darknet, settings, name)
     cstats = CaptureStats()
     summary = _Summary()

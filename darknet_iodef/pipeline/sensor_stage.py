@@ -15,7 +15,6 @@ The same code feeds the in-memory bus of ``darknet-iodef run`` and Kafka
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 import time
@@ -30,7 +29,7 @@ from darknet_iodef.addresses import DarkPrefixes
 from darknet_iodef.bus.base import Bus
 from darknet_iodef.bus.flows import DEFAULT_MAX_BYTES, partition_batch
 from darknet_iodef.bus.settings import BusSettings
-from darknet_iodef.errors import CaptureError, ConfigError, TransientError
+from darknet_iodef.errors import ConfigError, TransientError
 from darknet_iodef.flowtuple import FlowBatch, encode_batch
 from darknet_iodef.metrics import SensorMetrics
 from darknet_iodef.runner import Backoff, Output, Publisher
@@ -134,16 +133,11 @@ def publish_captures(
     on_batch: Callable[[FlowBatch], None] | None = None,
 ) -> SensorTotals:
     """Read ``captures`` as one stream (as ``darknet-iodef sensor`` does) and publish every interval."""
-    from sensor.capture import CaptureStats, iter_packet_batches
+    from sensor.capture import CaptureStats, capture_sizes, iter_packet_batches
     from sensor.progress import Progress
 
     darknet, name = _builder(settings)
-    sizes = []
-    for path in captures:
-        try:
-            sizes.append(os.stat(path).st_size)
-        except OSError as exc:
-            raise CaptureError(path, "", f"cannot open: {exc.strerror or exc}") from None
+    sizes = capture_sizes(captures)
     builder = FlowBuilder(darknet, settings, name)
     cstats = CaptureStats()
     progress = Progress(sum(sizes), label="sensor", enabled=progress_enabled)

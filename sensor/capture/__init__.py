@@ -13,7 +13,7 @@ before it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,7 +28,19 @@ from sensor.capture.stats import CaptureStats
 if TYPE_CHECKING:
     from sensor.progress import Progress
 
-__all__ = ["CaptureError", "CaptureStats", "iter_packet_batches", "sniff_format"]
+__all__ = ["CaptureError", "CaptureStats", "capture_sizes", "iter_packet_batches", "sniff_format"]
+
+
+def capture_sizes(paths: Iterable[str]) -> list[int]:
+    """The size in bytes of each capture (for the progress bar), or a CaptureError for the
+    first one that is not there -- so a run fails before any work, not after hours."""
+    sizes = []
+    for path in paths:
+        try:
+            sizes.append(os.stat(path).st_size)
+        except OSError as exc:
+            raise CaptureError(path, "", f"cannot open: {exc.strerror or exc}") from None
+    return sizes
 
 
 def sniff_format(head: bytes) -> str:
