@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from darknet_iodef.cli import main
 from tests.bus.tansu import TansuBroker, find_tansu
-from tests.pipeline.helpers import SAMPLE_DARKNET, split_by_source, split_by_time
+from tests.pipeline.helpers import run_sample, split_by_source, split_by_time
 
 #: 2026-01-01T00:03:00Z: the sample's fourth interval starts here
 BOUNDARY_S = 1767225600 + 180
@@ -20,21 +19,7 @@ BOUNDARY_S = 1767225600 + 180
 def reference(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Path:
     """``darknet-iodef run`` on the whole sample capture: what every other arrangement must give."""
     out = tmp_path_factory.mktemp("reference") / "run"
-    assert (
-        main(
-            [
-                "run",
-                str(repo_root / "pcaps/sample-darknet.pcap"),
-                "--darknet",
-                SAMPLE_DARKNET,
-                "--name",
-                "s1",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert run_sample(repo_root, out, "--name", "s1") == 0
     return out
 
 

@@ -7,9 +7,17 @@ import struct
 import zlib
 from pathlib import Path
 
-__all__ = ["SAMPLE_DARKNET", "document_files", "events_without_spoofing", "split_by_source"]
+__all__ = ["SAMPLE_DARKNET", "document_files", "events_without_spoofing", "run_sample", "split_by_source"]
 
 SAMPLE_DARKNET = "198.18.0.0/16,2001:2::/48"
+
+
+def run_sample(repo_root: Path, out: Path, *extra: str) -> int:
+    """``darknet-iodef run`` on the committed sample capture (in process); its exit status."""
+    from darknet_iodef.cli import main
+
+    capture = str(repo_root / "pcaps/sample-darknet.pcap")
+    return main(["run", capture, "--darknet", SAMPLE_DARKNET, *extra, "--out", str(out)])
 
 
 def _source(frame: bytes) -> bytes:

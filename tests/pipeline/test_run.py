@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from darknet_iodef.cli import main
-from tests.pipeline.helpers import SAMPLE_DARKNET
+from tests.pipeline.helpers import SAMPLE_DARKNET, run_sample
 
 
 @pytest.fixture(scope="module")
@@ -114,19 +114,7 @@ def test_summary_counts_what_the_files_hold(reference: Path) -> None:
 def test_run_prints_a_short_summary(
     tmp_path: Path, repo_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert (
-        main(
-            [
-                "run",
-                str(repo_root / "pcaps/sample-darknet.pcap"),
-                "--darknet",
-                SAMPLE_DARKNET,
-                "--out",
-                str(tmp_path / "o"),
-            ]
-        )
-        == 0
-    )
+    assert run_sample(repo_root, tmp_path / "o") == 0
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in out] == [
         "packets",
@@ -168,19 +156,7 @@ def test_run_counts_in_the_prometheus_metrics(tmp_path: Path, repo_root: Path) -
         return {k: REGISTRY.get_sample_value(n, labels) or 0.0 for k, (n, labels) in names.items()}
 
     before = values()
-    assert (
-        main(
-            [
-                "run",
-                str(repo_root / "pcaps/sample-darknet.pcap"),
-                "--darknet",
-                SAMPLE_DARKNET,
-                "--out",
-                str(tmp_path / "o"),
-            ]
-        )
-        == 0
-    )
+    assert run_sample(repo_root, tmp_path / "o") == 0
     after = values()
     delta = {k: after[k] - before[k] for k in names}
     summary = json.loads((tmp_path / "o/summary.json").read_text())
